@@ -1,0 +1,4 @@
+"""Placeholder until the CLI lands."""
+import typer
+
+app = typer.Typer()

@@ -1,0 +1,248 @@
+"""Schedule expressions compiled once, then queried for fire times.
+
+Three forms are accepted:
+
+* five-field cron (``*/5 * * * *``), evaluated in an IANA time zone with
+  Vixie cron's DST rule: a local time skipped by spring-forward fires once at
+  the jump, a local time repeated by fall-back fires once (the first time);
+* the macros ``@hourly @daily @midnight @weekly @monthly @yearly @annually``;
+* ``@every <duration>`` (``@every 30m``, ``@every 1h30m``, ``@every 10s``):
+  ticks at ``anchor + k * interval`` (k >= 1), so they never drift however
+  late a fire lands. The anchor is the schedule's creation time.
+
+The cron arithmetic is cronsim's (see bench/cron_libraries.py for why cronsim
+and not croniter). Fire times are whole seconds in UTC.
+"""
+
+from __future__ import annotations
+
+import re
+from dataclasses import dataclass
+from datetime import UTC, datetime, timedelta, tzinfo
+from typing import Protocol
+from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
+
+from cronsim import CronSim, CronSimError
+
+from sympozium_schedule.core.errors import SpecError
+
+MACROS: dict[str, str] = {
+    "@yearly": "0 0 1 1 *",
+    "@annually": "0 0 1 1 *",
+    "@monthly": "0 0 1 * *",
+    "@weekly": "0 0 * * 0",
+    "@daily": "0 0 * * *",
+    "@midnight": "0 0 * * *",
+    "@hourly": "0 * * * *",
+}
+
+_DURATION_PART = re.compile(r"(\d+)(h|m|s)")
+_SECOND = timedelta(seconds=1)
+
+
+class Schedule(Protocol):
+    """A compiled schedule: answers questions about fire times."""
+
+    @property
+    def expression(self) -> str: ...
+
+    def next_after(self, t: datetime) -> datetime | None:
+        """The first fire time strictly after ``t`` (None: never again)."""
+        ...
+
+    def latest_at_or_before(self, t: datetime) -> datetime | None:
+        """The most recent fire time at or before ``t`` (None: none yet)."""
+        ...
+
+
+def _require_aware(t: datetime) -> None:
+    if t.tzinfo is None or t.utcoffset() is None:
+        raise ValueError(f"naive datetime {t!r}: the core works on aware datetimes only")
+
+
+def floor_second(t: datetime) -> datetime:
+    return t.replace(microsecond=0)
+
+
+def load_zone(name: str, *, field: str = "spec.timeZone") -> tzinfo:
+    """An IANA zone by name; ``UTC`` is special-cased as the fast path."""
+    if name in ("UTC", "Etc/UTC", "Z"):
+        return UTC
+    if not name or name.startswith(("/", ".")) or ".." in name or name != name.strip():
+        raise SpecError(field, name, "not an IANA time zone name", reason="InvalidTimeZone")
+    try:
+        return ZoneInfo(name)
+    except (ZoneInfoNotFoundError, ValueError, OSError) as exc:
+        raise SpecError(
+            field, name, "unknown time zone (use an IANA name like Europe/Warsaw)",
+            reason="InvalidTimeZone",
+        ) from exc
+
+
+def parse_duration(
+    text: str, *, field: str = "spec.schedule", shown: str | None = None
+) -> timedelta:
+    """Go-style durations made of hours, minutes and seconds: ``1h30m``, ``10s``.
+
+    ``shown`` is the value to name in an error (the whole ``@every ...``).
+    """
+    value_shown = text if shown is None else shown
+    compact = text.strip()
+    pos = 0
+    total = 0
+    for match in _DURATION_PART.finditer(compact):
+        if match.start() != pos:
+            break
+        value, unit = int(match.group(1)), match.group(2)
+        total += value * {"h": 3600, "m": 60, "s": 1}[unit]
+        pos = match.end()
+    if not compact or pos != len(compact):
+        raise SpecError(
+            field, value_shown, "not a duration (use e.g. 30s, 5m, 1h30m)",
+            reason="InvalidSchedule",
+        )
+    if total < 1:
+        raise SpecError(
+            field, value_shown, "the interval must be at least 1s", reason="InvalidSchedule"
+        )
+    return timedelta(seconds=total)
+
+
+@dataclass(frozen=True, slots=True)
+class CronSchedule:
+    expression: str
+    fields: str
+    zone: tzinfo
+
+    def next_after(self, t: datetime) -> datetime | None:
+        _require_aware(t)
+        it = CronSim(self.fields, t.astimezone(self.zone))
+        try:
+            while True:
+                candidate = next(it).astimezone(UTC)
+                # With a DST fix-up cronsim walks local wall time; right after a
+                # fall-back it can hand back the first occurrence of a repeated
+                # local time, which is already in the past. Keep walking.
+                if candidate > t:
+                    return candidate
+        except StopIteration:
+            return None
+
+    def latest_at_or_before(self, t: datetime) -> datetime | None:
+        _require_aware(t)
+        start = floor_second(t) + _SECOND
+        try:
+            candidate = next(CronSim(self.fields, start.astimezone(self.zone), reverse=True))
+        except StopIteration:
+            return None
+        # Reverse iteration never lands on the jump time of a skipped local hour,
+        # which forward iteration fires; walk forward from the candidate so both
+        # directions agree on the same set of fire times.
+        latest: datetime | None = None
+        cursor = candidate.astimezone(UTC) - _SECOND
+        while True:
+            nxt = self.next_after(cursor)
+            if nxt is None or nxt > t:
+                return latest
+            latest = nxt
+            cursor = nxt
+
+
+@dataclass(frozen=True, slots=True)
+class IntervalSchedule:
+    expression: str
+    interval: timedelta
+    anchor: datetime
+
+    def next_after(self, t: datetime) -> datetime | None:
+        _require_aware(t)
+        k = max((t - self.anchor) // self.interval + 1, 1)
+        return self.anchor + k * self.interval
+
+    def latest_at_or_before(self, t: datetime) -> datetime | None:
+        _require_aware(t)
+        k = (t - self.anchor) // self.interval
+        return self.anchor + k * self.interval if k >= 1 else None
+
+
+def compile_schedule(
+    expression: str,
+    *,
+    time_zone: str = "UTC",
+    anchor: datetime,
+    field: str = "spec.schedule",
+) -> Schedule:
+    """Validate ``expression`` once; raise :class:`SpecError` naming the field on failure.
+
+    ``anchor`` (aware) is where ``@every`` intervals are counted from.
+    """
+    _require_aware(anchor)
+    text = expression.strip()
+    if not text:
+        raise SpecError(field, expression, "empty schedule", reason="InvalidSchedule")
+    lowered = text.lower()
+    if lowered.startswith("@every"):
+        rest = text[len("@every"):]
+        if not rest[:1].isspace():
+            raise SpecError(
+                field, expression, "write @every <duration>, e.g. @every 30m",
+                reason="InvalidSchedule",
+            )
+        interval = parse_duration(rest.strip(), field=field, shown=expression)
+        return IntervalSchedule(text, interval, floor_second(anchor.astimezone(UTC)))
+    zone = load_zone(time_zone)
+    if lowered.startswith("@"):
+        fields = MACROS.get(lowered)
+        if fields is None:
+            known = ", ".join(sorted(MACROS)) + ", @every <duration>"
+            raise SpecError(
+                field, expression, f"unknown macro (known: {known})", reason="InvalidSchedule"
+            )
+    else:
+        fields = " ".join(text.split())
+        count = len(fields.split(" "))
+        if count != 5:
+            raise SpecError(
+                field, expression,
+                f"a cron expression has 5 fields (minute hour day-of-month month "
+                f"day-of-week), this one has {count}",
+                reason="InvalidSchedule",
+            )
+    try:
+        probe = CronSim(fields, datetime(2000, 1, 1, tzinfo=UTC))
+    except (CronSimError, ValueError, IndexError, KeyError) as exc:
+        raise SpecError(
+            field, expression, f"not a valid cron expression ({exc or 'parse error'})",
+            reason="InvalidSchedule",
+        ) from exc
+    try:
+        next(probe)
+    except StopIteration as exc:
+        raise SpecError(field, expression, "never fires", reason="InvalidSchedule") from exc
+    return CronSchedule(text, fields, zone)
+
+
+def upcoming(schedule: Schedule, after: datetime, count: int) -> list[datetime]:
+    """The next ``count`` fire times strictly after ``after``."""
+    result: list[datetime] = []
+    cursor = after
+    while len(result) < count:
+        nxt = schedule.next_after(cursor)
+        if nxt is None:
+            break
+        result.append(nxt)
+        cursor = nxt
+    return result
+
+
+def shortest_gap(schedule: Schedule, after: datetime, samples: int = 400) -> timedelta | None:
+    """The smallest gap between consecutive fires among the next ``samples``.
+
+    Used by guardrails (a minimum interval between fires). Irregular
+    expressions (``0,1 9 * * *``) are caught because every gap is inspected.
+    """
+    if isinstance(schedule, IntervalSchedule):
+        return schedule.interval
+    times = upcoming(schedule, after, samples)
+    gaps = [b - a for a, b in zip(times, times[1:], strict=False)]
+    return min(gaps) if gaps else None

@@ -1,0 +1,364 @@
+"""Typed views of the Kubernetes-shaped objects the scheduler reads and writes.
+
+Objects travel through the stores as plain JSON dicts, exactly as the
+Kubernetes API would hold them; the core parses what it needs into frozen
+views once per reconcile and writes status back as a dict.
+"""
+
+from __future__ import annotations
+
+import re
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
+from enum import StrEnum
+from typing import Any, Literal
+
+from pydantic import BaseModel, ConfigDict, Field, ValidationError
+
+from sympozium_schedule.core.errors import SpecError
+
+GROUP = "sympozium.ai"
+VERSION = "v1alpha1"
+API_VERSION = f"{GROUP}/{VERSION}"
+
+LABEL_INSTANCE = "sympozium.ai/instance"
+LABEL_SCHEDULE = "sympozium.ai/schedule"
+LABEL_TYPE = "sympozium.ai/type"
+LABEL_SOURCE = "sympozium.ai/source"
+ANNOTATION_SCHEDULED_TIME = "sympozium.ai/scheduled-time"
+ANNOTATION_TRIGGER = "sympozium.ai/trigger"
+ANNOTATION_PROVIDER = "sympozium.ai/provider"
+
+MEMORY_SUFFIX = "-memory"
+MEMORY_KEY = "MEMORY.md"
+
+
+class Kind(StrEnum):
+    SCHEDULE = "SympoziumSchedule"
+    INSTANCE = "SympoziumInstance"
+    AGENT_RUN = "AgentRun"
+    CONFIG_MAP = "ConfigMap"
+    EVENT = "Event"
+
+    @property
+    def api_version(self) -> str:
+        return "v1" if self in (Kind.CONFIG_MAP, Kind.EVENT) else API_VERSION
+
+
+# Phases in which a run still occupies its schedule (Forbid waits for them).
+# An empty phase means the run was created and nobody has picked it up yet.
+UNFINISHED_PHASES = frozenset({"", "Pending", "Running", "Serving", "PostRunning", "AwaitingDelegate"})
+SUCCEEDED_PHASE = "Succeeded"
+
+_DNS1123_LABEL = re.compile(r"^[a-z0-9]([-a-z0-9]*[a-z0-9])?$")
+_DNS1123_SUBDOMAIN = re.compile(r"^[a-z0-9]([-a-z0-9]*[a-z0-9])?(\.[a-z0-9]([-a-z0-9]*[a-z0-9])?)*$")
+
+
+def is_dns1123_label(value: str) -> bool:
+    return len(value) <= 63 and bool(_DNS1123_LABEL.match(value))
+
+
+def is_dns1123_subdomain(value: str) -> bool:
+    return len(value) <= 253 and bool(_DNS1123_SUBDOMAIN.match(value))
+
+
+def check_name(value: object, *, field_path: str, max_length: int = 253) -> str:
+    """A valid object name, or a :class:`SpecError` naming ``field_path``."""
+    if not isinstance(value, str) or not value:
+        raise SpecError(field_path, value, "a name is required (a non-empty string)")
+    if len(value) > max_length:
+        raise SpecError(field_path, value, f"must be at most {max_length} characters")
+    if not is_dns1123_subdomain(value):
+        raise SpecError(
+            field_path, value,
+            "must be lowercase letters, digits, '-' and '.', starting and ending "
+            "with a letter or digit (DNS-1123)",
+        )
+    return value
+
+
+# --- time ---------------------------------------------------------------------------------
+
+
+def format_time(t: datetime) -> str:
+    """RFC 3339 in UTC with a ``Z``; sub-second digits only when present."""
+    utc = t.astimezone(UTC)
+    text = utc.strftime("%Y-%m-%dT%H:%M:%S")
+    if utc.microsecond:
+        text += f".{utc.microsecond:06d}"
+    return text + "Z"
+
+
+def parse_time(value: object) -> datetime | None:
+    """An aware datetime from RFC 3339 text; None for anything else."""
+    if not isinstance(value, str) or not value:
+        return None
+    try:
+        parsed = datetime.fromisoformat(value)
+    except ValueError:
+        return None
+    if parsed.tzinfo is None:
+        return None
+    return parsed.astimezone(UTC)
+
+
+# --- SympoziumSchedule --------------------------------------------------------------------
+
+ScheduleType = Literal["heartbeat", "scheduled", "sweep"]
+ConcurrencyPolicy = Literal["Forbid", "Allow", "Replace"]
+FirstTick = Literal["immediate", "afterInterval"]
+
+
+class ScheduleSpec(BaseModel):
+    """The spec of a SympoziumSchedule: Sympozium's fields plus documented additions.
+
+    Strict: ``suspend: "yes"`` is an error, not a truthy string; unknown fields
+    are errors so a typo (``concurencyPolicy``) cannot silently fall back to a
+    default.
+    """
+
+    model_config = ConfigDict(
+        extra="forbid", strict=True, frozen=True, validate_by_alias=True, validate_by_name=False,
+    )
+
+    instance_ref: str = Field(alias="instanceRef", min_length=1)
+    schedule: str = Field(min_length=1)
+    task: str
+    type: ScheduleType = "scheduled"
+    suspend: bool = False
+    concurrency_policy: ConcurrencyPolicy = Field(default="Forbid", alias="concurrencyPolicy")
+    include_memory: bool = Field(default=True, alias="includeMemory")
+    time_zone: str = Field(default="UTC", alias="timeZone", min_length=1)
+    starting_deadline_seconds: int | None = Field(
+        default=None, alias="startingDeadlineSeconds", ge=1
+    )
+    first_tick: FirstTick = Field(default="immediate", alias="firstTick")
+    successful_runs_history_limit: int = Field(
+        default=3, alias="successfulRunsHistoryLimit", ge=0
+    )
+    failed_runs_history_limit: int = Field(default=1, alias="failedRunsHistoryLimit", ge=0)
+
+    @classmethod
+    def parse(cls, raw: object) -> ScheduleSpec:
+        """Validate ``raw``; the first problem becomes a SpecError naming ``spec.<field>``."""
+        if not isinstance(raw, dict):
+            raise SpecError("spec", raw, "must be a mapping")
+        try:
+            spec = cls.model_validate(raw)
+        except ValidationError as exc:
+            raise spec_error_from(exc, prefix="spec", source=raw) from exc
+        if not is_label_value(spec.instance_ref):
+            raise SpecError(
+                "spec.instanceRef", spec.instance_ref,
+                "must be a valid object name of at most 63 characters",
+            )
+        return spec
+
+
+def is_label_value(value: str) -> bool:
+    return len(value) <= 63 and is_dns1123_subdomain(value)
+
+
+def spec_error_from(exc: ValidationError, *, prefix: str, source: dict[str, Any]) -> SpecError:
+    """The first pydantic error as a one-line SpecError naming field and value."""
+    err = exc.errors()[0]
+    loc = [str(p) for p in err["loc"]]
+    path = ".".join([prefix, *loc]) if loc else prefix
+    kind = err["type"]
+    value: object = err.get("input")
+    if kind == "missing":
+        return SpecError(path, None, "is required")
+    if kind == "extra_forbidden":
+        return SpecError(path, value, "unknown field")
+    message = err["msg"]
+    if kind == "literal_error":
+        message = message.replace("Input should be", "must be one of")
+    return SpecError(path, value, message[:1].lower() + message[1:])
+
+
+@dataclass(frozen=True, slots=True)
+class Condition:
+    type: str
+    status: Literal["True", "False", "Unknown"]
+    reason: str
+    message: str
+    last_transition_time: str
+    observed_generation: int | None = None
+
+    def to_dict(self) -> dict[str, Any]:
+        out: dict[str, Any] = {
+            "type": self.type,
+            "status": self.status,
+            "reason": self.reason,
+            "message": self.message,
+            "lastTransitionTime": self.last_transition_time,
+        }
+        if self.observed_generation is not None:
+            out["observedGeneration"] = self.observed_generation
+        return out
+
+    @classmethod
+    def from_dict(cls, raw: object) -> Condition | None:
+        if not isinstance(raw, dict):
+            return None
+        status = raw.get("status")
+        if status not in ("True", "False", "Unknown"):
+            return None
+        gen = raw.get("observedGeneration")
+        return cls(
+            type=str(raw.get("type", "")),
+            status=status,
+            reason=str(raw.get("reason", "")),
+            message=str(raw.get("message", "")),
+            last_transition_time=str(raw.get("lastTransitionTime", "")),
+            observed_generation=gen if isinstance(gen, int) else None,
+        )
+
+
+@dataclass(frozen=True, slots=True)
+class ScheduleStatus:
+    """Status as read back: lenient, since another writer may have put anything there."""
+
+    phase: str | None = None
+    last_run_time: datetime | None = None
+    last_schedule_time: datetime | None = None
+    next_run_time: datetime | None = None
+    last_run_name: str | None = None
+    total_runs: int = 0
+    observed_generation: int | None = None
+    conditions: tuple[Condition, ...] = ()
+    active: tuple[dict[str, Any], ...] = ()
+
+    @classmethod
+    def from_dict(cls, raw: object) -> ScheduleStatus:
+        if not isinstance(raw, dict):
+            return cls()
+        total = raw.get("totalRuns")
+        gen = raw.get("observedGeneration")
+        conds = raw.get("conditions")
+        active = raw.get("active")
+        phase = raw.get("phase")
+        last_name = raw.get("lastRunName")
+        return cls(
+            phase=phase if isinstance(phase, str) else None,
+            last_run_time=parse_time(raw.get("lastRunTime")),
+            last_schedule_time=parse_time(raw.get("lastScheduleTime")),
+            next_run_time=parse_time(raw.get("nextRunTime")),
+            last_run_name=last_name if isinstance(last_name, str) else None,
+            total_runs=total if isinstance(total, int) and total >= 0 else 0,
+            observed_generation=gen if isinstance(gen, int) else None,
+            conditions=tuple(
+                c for c in (Condition.from_dict(x) for x in conds or []) if c is not None
+            ) if isinstance(conds, list) else (),
+            active=tuple(a for a in active if isinstance(a, dict))
+            if isinstance(active, list) else (),
+        )
+
+    def condition(self, type_: str) -> Condition | None:
+        for cond in self.conditions:
+            if cond.type == type_:
+                return cond
+        return None
+
+
+@dataclass(frozen=True, slots=True)
+class ObjectView:
+    """The metadata every kind shares."""
+
+    namespace: str
+    name: str
+    uid: str
+    generation: int
+    resource_version: str
+    creation: datetime | None
+    labels: dict[str, str] = field(default_factory=dict)
+    annotations: dict[str, str] = field(default_factory=dict)
+    owner_uids: tuple[str, ...] = ()
+
+    @classmethod
+    def of(cls, obj: dict[str, Any]) -> ObjectView:
+        meta = obj.get("metadata") or {}
+        labels = meta.get("labels") or {}
+        annotations = meta.get("annotations") or {}
+        owners = meta.get("ownerReferences") or []
+        gen = meta.get("generation")
+        return cls(
+            namespace=str(meta.get("namespace") or "default"),
+            name=str(meta.get("name") or ""),
+            uid=str(meta.get("uid") or ""),
+            generation=gen if isinstance(gen, int) else 1,
+            resource_version=str(meta.get("resourceVersion") or ""),
+            creation=parse_time(meta.get("creationTimestamp")),
+            labels={str(k): str(v) for k, v in labels.items()} if isinstance(labels, dict) else {},
+            annotations={str(k): str(v) for k, v in annotations.items()}
+            if isinstance(annotations, dict) else {},
+            owner_uids=tuple(
+                str(o.get("uid")) for o in owners if isinstance(o, dict) and o.get("uid")
+            ) if isinstance(owners, list) else (),
+        )
+
+
+@dataclass(frozen=True, slots=True)
+class ScheduleView:
+    """A SympoziumSchedule as the core sees it: the spec parsed or the reason it is not."""
+
+    meta: ObjectView
+    spec: ScheduleSpec | None
+    spec_error: SpecError | None
+    status: ScheduleStatus
+
+    @classmethod
+    def of(cls, obj: dict[str, Any]) -> ScheduleView:
+        meta = ObjectView.of(obj)
+        spec: ScheduleSpec | None = None
+        error: SpecError | None = None
+        try:
+            spec = ScheduleSpec.parse(obj.get("spec"))
+            if not is_label_value(meta.name):
+                raise SpecError(
+                    "metadata.name", meta.name,
+                    "a schedule name must be at most 63 characters (it is used as a label value)",
+                )
+        except SpecError as exc:
+            spec, error = None, exc
+        return cls(meta, spec, error, ScheduleStatus.from_dict(obj.get("status")))
+
+
+@dataclass(frozen=True, slots=True)
+class RunView:
+    """An AgentRun, reduced to what scheduling needs."""
+
+    name: str
+    phase: str
+    scheduled_time: datetime | None
+    creation: datetime | None
+    owner_uids: tuple[str, ...]
+
+    @property
+    def finished(self) -> bool:
+        return self.phase not in UNFINISHED_PHASES
+
+    @property
+    def succeeded(self) -> bool:
+        return self.phase == SUCCEEDED_PHASE
+
+    @property
+    def order_key(self) -> datetime:
+        return self.scheduled_time or self.creation or datetime.min.replace(tzinfo=UTC)
+
+    @classmethod
+    def of(cls, obj: dict[str, Any]) -> RunView:
+        meta = ObjectView.of(obj)
+        status = obj.get("status") or {}
+        phase = status.get("phase") if isinstance(status, dict) else None
+        return cls(
+            name=meta.name,
+            phase=phase if isinstance(phase, str) else "",
+            scheduled_time=parse_time(meta.annotations.get(ANNOTATION_SCHEDULED_TIME)),
+            creation=meta.creation,
+            owner_uids=meta.owner_uids,
+        )
+
+
+def memory_configmap_name(instance: str) -> str:
+    return f"{instance}{MEMORY_SUFFIX}"

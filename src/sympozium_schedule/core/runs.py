@@ -1,0 +1,185 @@
+"""Building the AgentRun a tick creates, as Sympozium's own schedule controller does.
+
+The model settings come from the instance (``spec.agents.default`` and
+``spec.authRefs``); the shape must validate against Sympozium's AgentRun CRD
+(tests/core/test_runs.py checks it against the reference schema).
+"""
+
+from __future__ import annotations
+
+from datetime import datetime
+from typing import Any
+
+from sympozium_schedule.core.model import (
+    ANNOTATION_PROVIDER,
+    ANNOTATION_SCHEDULED_TIME,
+    ANNOTATION_TRIGGER,
+    API_VERSION,
+    LABEL_INSTANCE,
+    LABEL_SCHEDULE,
+    LABEL_TYPE,
+    Kind,
+    ScheduleSpec,
+    ScheduleView,
+    format_time,
+)
+from sympozium_schedule.core.naming import run_name
+
+# Skills that need a long-running server make no sense in a one-shot scheduled run.
+_SERVER_SKILLS = frozenset({"web-endpoint", "skillpack-web-endpoint"})
+_PROVIDER_HINTS = ("anthropic", "azure-openai", "bedrock", "lm-studio", "ollama", "openai")
+_SKILL_KEYS = ("skillPackRef", "configMapRef", "params")
+
+
+def compose_task(task: str, memory: str | None, *, include_memory: bool) -> str:
+    """The task text, with the instance's MEMORY.md in front when asked and present."""
+    if include_memory and memory and memory.strip():
+        return f"## Memory Context\n{memory}\n\n## Task\n{task}"
+    return task
+
+
+def _mapping(value: object) -> dict[str, Any]:
+    return value if isinstance(value, dict) else {}
+
+
+def _default_agent(instance: dict[str, Any]) -> dict[str, Any]:
+    return _mapping(_mapping(_mapping(instance.get("spec")).get("agents")).get("default"))
+
+
+def _auth_refs(instance: dict[str, Any]) -> list[dict[str, Any]]:
+    refs = _mapping(instance.get("spec")).get("authRefs")
+    return [r for r in refs if isinstance(r, dict)] if isinstance(refs, list) else []
+
+
+def resolve_provider(instance: dict[str, Any]) -> str:
+    """Which LLM provider the instance uses, by Sympozium's precedence."""
+    annotations = _mapping(_mapping(instance.get("metadata")).get("annotations"))
+    explicit = annotations.get(ANNOTATION_PROVIDER)
+    if isinstance(explicit, str) and explicit:
+        return explicit
+    refs = _auth_refs(instance)
+    for ref in refs:
+        provider = ref.get("provider")
+        if isinstance(provider, str) and provider:
+            return provider
+    for ref in refs:
+        secret = ref.get("secret")
+        if isinstance(secret, str):
+            for hint in _PROVIDER_HINTS:
+                if hint in secret:
+                    return hint
+    base = _default_agent(instance).get("baseURL")
+    if isinstance(base, str) and base:
+        if "ollama" in base or ":11434" in base:
+            return "ollama"
+        if "lm-studio" in base or ":1234" in base:
+            return "lm-studio"
+        return "custom"
+    return "openai"
+
+
+def resolve_auth_secret(instance: dict[str, Any]) -> str:
+    for ref in _auth_refs(instance):
+        secret = ref.get("secret")
+        if isinstance(secret, str) and secret.strip():
+            return secret
+    return ""
+
+
+def instance_model(instance: dict[str, Any]) -> str | None:
+    """The instance's default model name; None when the instance does not say."""
+    model = _default_agent(instance).get("model")
+    return model if isinstance(model, str) and model else None
+
+
+def _model_spec(instance: dict[str, Any], model: str) -> dict[str, Any]:
+    default = _default_agent(instance)
+    spec: dict[str, Any] = {
+        "provider": resolve_provider(instance),
+        "model": model,
+        "authSecretRef": resolve_auth_secret(instance),
+    }
+    for key in ("baseURL", "thinking"):
+        value = default.get(key)
+        if isinstance(value, str) and value:
+            spec[key] = value
+    selector = default.get("nodeSelector")
+    if isinstance(selector, dict) and selector and all(
+        isinstance(v, str) for v in selector.values()
+    ):
+        spec["nodeSelector"] = dict(selector)
+    return spec
+
+
+def _skills(instance: dict[str, Any]) -> list[dict[str, Any]]:
+    raw = _mapping(instance.get("spec")).get("skills")
+    out: list[dict[str, Any]] = []
+    for skill in raw if isinstance(raw, list) else []:
+        if not isinstance(skill, dict) or skill.get("skillPackRef") in _SERVER_SKILLS:
+            continue
+        kept = {k: skill[k] for k in _SKILL_KEYS if k in skill}
+        if kept:
+            out.append(kept)
+    return out
+
+
+def build_agent_run(
+    schedule: ScheduleView,
+    spec: ScheduleSpec,
+    instance: dict[str, Any],
+    model: str,
+    memory: str | None,
+    tick: datetime,
+    *,
+    manual: bool = False,
+) -> dict[str, Any]:
+    """The AgentRun object for ``tick`` (a whole-second UTC instant)."""
+    meta = schedule.meta
+    name = run_name(meta.name, tick, manual=manual)
+    annotations = {ANNOTATION_SCHEDULED_TIME: format_time(tick)}
+    if manual:
+        annotations[ANNOTATION_TRIGGER] = "manual"
+    run_spec: dict[str, Any] = {
+        "instanceRef": spec.instance_ref,
+        "agentId": f"schedule-{meta.name}",
+        "sessionKey": name,
+        "task": compose_task(spec.task, memory, include_memory=spec.include_memory),
+        "model": _model_spec(instance, model),
+    }
+    skills = _skills(instance)
+    if skills:
+        run_spec["skills"] = skills
+    inst_spec = _mapping(instance.get("spec"))
+    pull = inst_spec.get("imagePullSecrets")
+    if isinstance(pull, list):
+        secrets = [{"name": p["name"]} for p in pull if isinstance(p, dict)
+                   and isinstance(p.get("name"), str)]
+        if secrets:
+            run_spec["imagePullSecrets"] = secrets
+    lifecycle = _default_agent(instance).get("lifecycle")
+    if isinstance(lifecycle, dict) and lifecycle:
+        run_spec["lifecycle"] = lifecycle
+    owner: dict[str, Any] = {
+        "apiVersion": API_VERSION,
+        "kind": Kind.SCHEDULE.value,
+        "name": meta.name,
+        "uid": meta.uid,
+        "controller": True,
+        "blockOwnerDeletion": True,
+    }
+    return {
+        "apiVersion": API_VERSION,
+        "kind": Kind.AGENT_RUN.value,
+        "metadata": {
+            "name": name,
+            "namespace": meta.namespace,
+            "labels": {
+                LABEL_INSTANCE: spec.instance_ref,
+                LABEL_SCHEDULE: meta.name,
+                LABEL_TYPE: spec.type,
+            },
+            "annotations": annotations,
+            "ownerReferences": [owner],
+        },
+        "spec": run_spec,
+    }

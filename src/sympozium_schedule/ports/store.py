@@ -1,0 +1,135 @@
+"""The store: a Kubernetes-shaped object store with versions and watches.
+
+Both adapters (embedded SQLite, Kubernetes API) implement :class:`Store`, and
+one contract suite (tests/store/test_contract.py) runs against both. Objects
+are JSON dicts as the Kubernetes API returns them. ``resourceVersion`` is an
+opaque string; writes that carry one are conditional (optimistic concurrency).
+"""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator, Mapping
+from dataclasses import dataclass
+from enum import StrEnum
+from typing import Any, Protocol
+
+from sympozium_schedule.core.model import Kind
+
+Obj = dict[str, Any]
+
+
+class StoreError(Exception):
+    """Base of store errors. ``temporary`` says whether retrying can help."""
+
+    temporary = False
+
+
+class NotFound(StoreError):
+    pass
+
+
+class AlreadyExists(StoreError):
+    pass
+
+
+class Conflict(StoreError):
+    """The object changed since the resourceVersion the write was based on."""
+
+    temporary = True
+
+
+class Invalid(StoreError):
+    """The store refused the object itself (schema, name, size): permanent."""
+
+
+class Unavailable(StoreError):
+    """The store cannot be reached or written right now (disk full, API down)."""
+
+    temporary = True
+
+
+class Expired(StoreError):
+    """A watch asked for a resourceVersion the store no longer has: relist."""
+
+    temporary = True
+
+
+@dataclass(frozen=True, slots=True)
+class Ref:
+    kind: Kind
+    namespace: str
+    name: str
+
+    def __str__(self) -> str:
+        return f"{self.kind.value} {self.namespace}/{self.name}"
+
+    @classmethod
+    def of(cls, obj: Obj) -> Ref:
+        meta = obj.get("metadata") or {}
+        return cls(Kind(obj["kind"]), str(meta.get("namespace") or "default"), str(meta["name"]))
+
+
+class EventType(StrEnum):
+    ADDED = "ADDED"
+    MODIFIED = "MODIFIED"
+    DELETED = "DELETED"
+
+
+@dataclass(frozen=True, slots=True)
+class WatchEvent:
+    type: EventType
+    object: Obj
+
+
+@dataclass(frozen=True, slots=True)
+class Listing:
+    items: list[Obj]
+    resource_version: str
+
+
+class Store(Protocol):
+    """What the runtime, the router and the CLI need from a store."""
+
+    async def get(self, ref: Ref) -> Obj:
+        """The object, or :class:`NotFound`."""
+        ...
+
+    async def list(
+        self, kind: Kind, *, namespace: str | None = None,
+        labels: Mapping[str, str] | None = None,
+    ) -> Listing:
+        """Objects of ``kind`` (all watched namespaces when ``namespace`` is None)
+        matching every label in ``labels``, and the version to watch from."""
+        ...
+
+    def watch(
+        self, kind: Kind, *, resource_version: str, namespace: str | None = None,
+        labels: Mapping[str, str] | None = None,
+    ) -> AsyncIterator[WatchEvent]:
+        """Changes after ``resource_version``; raises :class:`Expired` when it is too old.
+        The iterator may end (a dropped connection): the caller watches again."""
+        ...
+
+    async def create(self, obj: Obj) -> Obj:
+        """Store a new object; :class:`AlreadyExists` if the name is taken.
+        The store assigns uid, resourceVersion, generation and creationTimestamp."""
+        ...
+
+    async def update(self, obj: Obj) -> Obj:
+        """Replace labels, annotations and spec (never status). When
+        ``metadata.resourceVersion`` is set it must be current (:class:`Conflict`).
+        ``metadata.generation`` moves on when the spec changes."""
+        ...
+
+    async def patch_status(
+        self, ref: Ref, patch: Mapping[str, Any], *, resource_version: str | None = None
+    ) -> Obj:
+        """Merge ``patch`` (RFC 7386: a None value removes the key) into status only."""
+        ...
+
+    async def delete(self, ref: Ref, *, uid: str | None = None) -> None:
+        """Delete (and, like Kubernetes' garbage collector, the objects it owns).
+        With ``uid``, only that incarnation is deleted (:class:`Conflict` otherwise)."""
+        ...
+
+    async def close(self) -> None: ...
