@@ -16,6 +16,7 @@ and not croniter). Fire times are whole seconds in UTC.
 
 from __future__ import annotations
 
+import itertools
 import re
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta, tzinfo
@@ -244,5 +245,5 @@ def shortest_gap(schedule: Schedule, after: datetime, samples: int = 400) -> tim
     if isinstance(schedule, IntervalSchedule):
         return schedule.interval
     times = upcoming(schedule, after, samples)
-    gaps = [b - a for a, b in zip(times, times[1:], strict=False)]
+    gaps = [b - a for a, b in itertools.pairwise(times)]
     return min(gaps) if gaps else None

@@ -33,6 +33,7 @@ from sympozium_schedule.core.model import (
     ScheduleView,
     format_time,
 )
+from sympozium_schedule.core.naming import run_name
 from sympozium_schedule.core.runs import build_agent_run, instance_model
 
 READY = "Ready"
@@ -48,6 +49,7 @@ MANAGED_STATUS_KEYS = (
 
 class Outcome(StrEnum):
     FIRED = "fired"
+    RECORDED = "recorded"  # the tick's run already existed; only the status was behind
     SKIPPED = "skipped"
     IDLE = "idle"
     SUSPENDED = "suspended"
@@ -285,6 +287,16 @@ def reconcile(
         return done(Outcome.IDLE, delete=prune, wake=b.next_run_time)
 
     b.last_schedule_time = due
+    if any(r.name == run_name(schedule.meta.name, due) for r in mine):
+        # The tick's run exists but the status never said so: a fire cut short
+        # between creating the run and writing status (a crash, a lost race
+        # with another controller). Count it; never create a second one.
+        b.last_run_time = due
+        b.last_run_name = run_name(schedule.meta.name, due)
+        b.total_runs += 1
+        if TICK_SKIPPED in b.conditions:
+            b.condition(TICK_SKIPPED, "False", "RunCreated", f"the {format_time(due)} tick fired")
+        return done(Outcome.RECORDED, delete=prune, wake=b.next_run_time, tick=due)
     plan = _plan(spec, active, due, now)
     if not plan.fire:
         assert plan.skip is not None
@@ -354,13 +366,17 @@ def trigger(
                     None, Outcome.FIRED)
 
 
-def name_taken(schedule: ScheduleView, decision: Decision, holder: str, now: datetime) -> Decision:
-    """The tick's run name is held by an object this schedule does not own.
+def tick_failed(schedule: ScheduleView, decision: Decision, reason: str, message: str,
+                now: datetime) -> Decision:
+    """The tick's run could not be created for a reason retrying will not fix.
 
-    Creating under another name would break the one-run-per-tick guarantee, so
-    the tick is skipped and the schedule says why.
+    ``RunNameTaken``: the name belongs to an object this schedule does not own;
+    creating under another name would break the one-run-per-tick guarantee.
+    ``RunRejected``: the store refused the run (too large, invalid). Either way
+    the tick is consumed and the schedule says why, instead of retrying forever.
     """
-    assert decision.tick is not None and decision.create is not None
+    if decision.tick is None or decision.create is None:
+        raise ValueError("tick_failed needs a decision that creates a run")
     stored = schedule.status
     planned = replace(schedule, status=ScheduleStatus.from_dict(decision.status))
     b = _StatusBuilder(planned, now)
@@ -368,10 +384,9 @@ def name_taken(schedule: ScheduleView, decision: Decision, holder: str, now: dat
     b.last_run_name = stored.last_run_name
     b.total_runs = stored.total_runs
     name = decision.create["metadata"]["name"]
-    b.notes = []
-    b.condition(TICK_SKIPPED, "True", "RunNameTaken",
-                f"skipped the {format_time(decision.tick)} tick: an AgentRun named {name} "
-                f"already exists and belongs to {holder}; delete or rename it", note="Warning")
+    text = f"skipped the {format_time(decision.tick)} tick: {message}"
+    b.condition(TICK_SKIPPED, "True", reason, text)
+    notes = (Note("Warning", reason, text),)
     active = [a for a in decision.status.get("active", []) if a.get("name") != name]
-    return Decision(b.build(active), None, decision.tick, (), tuple(b.notes),
+    return Decision(b.build(active), None, decision.tick, (), notes,
                     decision.wake_at, Outcome.SKIPPED, None)

@@ -16,6 +16,26 @@ from typing import Any, Protocol
 from sympozium_schedule.core.model import Kind
 
 Obj = dict[str, Any]
+# Equality selectors; a None value means "the label is present, any value".
+Labels = Mapping[str, str | None]
+
+
+def labels_match(obj: Obj, labels: Labels | None) -> bool:
+    """Whether ``obj`` matches a label selector, as the API server would decide."""
+    if not labels:
+        return True
+    have = (obj.get("metadata") or {}).get("labels") or {}
+    return all(
+        (key in have) if want is None else (have.get(key) == want)
+        for key, want in labels.items()
+    )
+
+
+def selector_string(labels: Labels | None) -> str | None:
+    """The Kubernetes ``labelSelector`` text for ``labels``."""
+    if not labels:
+        return None
+    return ",".join(key if want is None else f"{key}={want}" for key, want in labels.items())
 
 
 class StoreError(Exception):
@@ -96,7 +116,7 @@ class Store(Protocol):
 
     async def list(
         self, kind: Kind, *, namespace: str | None = None,
-        labels: Mapping[str, str] | None = None,
+        labels: Labels | None = None,
     ) -> Listing:
         """Objects of ``kind`` (all watched namespaces when ``namespace`` is None)
         matching every label in ``labels``, and the version to watch from."""
@@ -104,7 +124,7 @@ class Store(Protocol):
 
     def watch(
         self, kind: Kind, *, resource_version: str, namespace: str | None = None,
-        labels: Mapping[str, str] | None = None,
+        labels: Labels | None = None,
     ) -> AsyncIterator[WatchEvent]:
         """Changes after ``resource_version``; raises :class:`Expired` when it is too old.
         The iterator may end (a dropped connection): the caller watches again."""

@@ -1,0 +1,12 @@
+"""The one place the runtime reads the wall clock (tests inject their own)."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from datetime import UTC, datetime
+
+Clock = Callable[[], datetime]
+
+
+def system_clock() -> datetime:
+    return datetime.now(UTC)

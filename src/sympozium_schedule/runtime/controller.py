@@ -1,0 +1,481 @@
+"""The schedule controller: informers in, decisions out, one timer for everything.
+
+Event driven. Informer events (a schedule applied, a run finished, an
+instance created) mark schedules dirty; a single heap of wake-up times, armed
+as one asyncio timer, marks them dirty when a tick is due. A worker drains the
+dirty set: for each schedule it asks the pure core what to do
+(:func:`~sympozium_schedule.core.decide.reconcile`) and executes the decision
+(delete, create, write status once). Nothing is polled per schedule and
+nothing is written when nothing is due, because the core's status for an idle
+schedule equals the stored one.
+
+Never two runs for one tick: run names come from the tick, a create that
+finds the name taken counts as done, and status writes are conditional on the
+resourceVersion the decision was based on (a conflict means re-read and
+decide again).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import heapq
+import random
+from collections.abc import Awaitable
+from dataclasses import dataclass, field
+from datetime import datetime, timedelta
+from typing import Any, Protocol
+
+import structlog
+
+from sympozium_schedule.core.decide import (
+    MANAGED_STATUS_KEYS,
+    Decision,
+    Outcome,
+    reconcile,
+    tick_failed,
+    trigger,
+)
+from sympozium_schedule.core.merge import diff_patch
+from sympozium_schedule.core.model import (
+    LABEL_SCHEDULE,
+    MEMORY_KEY,
+    Kind,
+    ObjectView,
+    RunView,
+    ScheduleView,
+    memory_configmap_name,
+)
+from sympozium_schedule.ports.store import (
+    AlreadyExists,
+    Conflict,
+    EventType,
+    Invalid,
+    Labels,
+    NotFound,
+    Obj,
+    Ref,
+    Store,
+    StoreError,
+)
+from sympozium_schedule.runtime.clock import Clock, system_clock
+from sympozium_schedule.runtime.events import EventRecorder
+from sympozium_schedule.runtime.informer import Informer, Key, key_of, run_informers
+from sympozium_schedule.runtime.metrics import Metrics
+
+log = structlog.get_logger("controller")
+
+# Re-read the wall clock at least this often while idle, so a clock step
+# (NTP, a suspended laptop) cannot leave a timer armed for the wrong instant.
+_MAX_SLEEP = 60.0
+
+
+class Leadership(Protocol):
+    """Leader election, when more than one replica runs (Kubernetes mode)."""
+
+    @property
+    def is_leading(self) -> bool: ...
+
+    async def wait_leading(self) -> None: ...
+
+
+@dataclass(frozen=True, slots=True)
+class ControllerSettings:
+    namespaces: tuple[str, ...] | None = None
+    # Kubernetes: Sympozium labels memory ConfigMaps sympozium.ai/component=memory;
+    # watching every ConfigMap in a cluster would be wasteful.
+    memory_labels: Labels | None = None
+    run_labels: Labels = field(default_factory=lambda: {LABEL_SCHEDULE: None})
+    max_in_flight: int = 256
+    retry_initial: float = 0.5
+    retry_max: float = 30.0
+    record_events: bool = True
+
+
+class Controller:
+    def __init__(
+        self,
+        store: Store,
+        *,
+        clock: Clock = system_clock,
+        settings: ControllerSettings | None = None,
+        metrics: Metrics | None = None,
+        leader: Leadership | None = None,
+    ):
+        self.store = store
+        self.clock = clock
+        self.settings = settings or ControllerSettings()
+        self.metrics = metrics or Metrics()
+        self.leader = leader
+        ns = self.settings.namespaces
+        self.schedules = Informer(store, Kind.SCHEDULE, namespaces=ns, on_change=self._on_schedule)
+        self.runs = Informer(store, Kind.AGENT_RUN, namespaces=ns, labels=self.settings.run_labels,
+                             on_change=self._on_run)
+        self.instances = Informer(store, Kind.INSTANCE, namespaces=ns, on_change=self._on_instance)
+        self.memory = Informer(store, Kind.CONFIG_MAP, namespaces=ns,
+                               labels=self.settings.memory_labels)
+        self.events = EventRecorder(store, metrics=self.metrics, clock=clock)
+        self.metrics.watch_phases(self._phases)
+        self.ready = asyncio.Event()
+        self.passes = 0
+
+        self._runs_by_schedule: dict[Key, set[str]] = {}
+        self._instance_of: dict[Key, Key] = {}
+        self._schedules_by_instance: dict[Key, set[Key]] = {}
+        self._views: dict[Key, tuple[str, ScheduleView]] = {}
+        self._dirty: set[Key] = set()
+        self._wakeup = asyncio.Event()
+        self._heap: list[tuple[float, Key]] = []
+        self._wake_at: dict[Key, float] = {}
+        self._timer: asyncio.TimerHandle | None = None
+        self._retries: dict[Key, float] = {}
+
+    # --- informer handlers: keep the indexes, mark schedules dirty ------------------------
+
+    def _on_schedule(self, change: EventType, obj: Obj) -> None:
+        key = key_of(obj)
+        old_instance = self._instance_of.pop(key, None)
+        if old_instance is not None:
+            self._schedules_by_instance.get(old_instance, set()).discard(key)
+        if change is EventType.DELETED:
+            self._views.pop(key, None)
+            self._wake_at.pop(key, None)
+            self._retries.pop(key, None)
+            self.events.forget(str((obj.get("metadata") or {}).get("uid")))
+            return
+        ref = (obj.get("spec") or {}).get("instanceRef")
+        if isinstance(ref, str):
+            instance = (key[0], ref)
+            self._instance_of[key] = instance
+            self._schedules_by_instance.setdefault(instance, set()).add(key)
+        self.mark(key)
+
+    def _on_run(self, change: EventType, obj: Obj) -> None:
+        labels = (obj.get("metadata") or {}).get("labels") or {}
+        schedule = labels.get(LABEL_SCHEDULE)
+        if not schedule:
+            return
+        ns, name = key_of(obj)
+        key = (ns, schedule)
+        names = self._runs_by_schedule.setdefault(key, set())
+        if change is EventType.DELETED:
+            names.discard(name)
+        else:
+            names.add(name)
+        self.mark(key)
+
+    def _on_instance(self, change: EventType, obj: Obj) -> None:
+        for key in list(self._schedules_by_instance.get(key_of(obj), ())):
+            self.mark(key)
+
+    def _phases(self) -> list[str]:
+        return [str((o.get("status") or {}).get("phase") or "Unknown")
+                for o in self.schedules.cache.values()]
+
+    # --- the dirty set and the one timer ------------------------------------------------
+
+    def mark(self, key: Key) -> None:
+        self._dirty.add(key)
+        self._wakeup.set()
+
+    def mark_all(self) -> None:
+        for key in self.schedules.cache:
+            self._dirty.add(key)
+        self._wakeup.set()
+
+    def _arm(self, key: Key, when: datetime | None) -> None:
+        if when is None:
+            self._wake_at.pop(key, None)
+            return
+        stamp = when.timestamp()
+        if self._wake_at.get(key) == stamp:
+            return
+        self._wake_at[key] = stamp
+        heapq.heappush(self._heap, (stamp, key))
+        if self._heap[0][0] == stamp:
+            self._rearm()
+
+    def _rearm(self) -> None:
+        if self._timer is not None:
+            self._timer.cancel()
+            self._timer = None
+        if len(self._heap) > 2 * len(self._wake_at) + 1024:  # drop superseded entries
+            self._heap = [(t, k) for k, t in self._wake_at.items()]
+            heapq.heapify(self._heap)
+        while self._heap and self._wake_at.get(self._heap[0][1]) != self._heap[0][0]:
+            heapq.heappop(self._heap)
+        loop = asyncio.get_running_loop()
+        if self._heap:
+            delay = self._heap[0][0] - self.clock().timestamp()
+        else:
+            delay = _MAX_SLEEP
+        self._timer = loop.call_later(min(max(delay, 0.0), _MAX_SLEEP), self._on_timer)
+
+    def _on_timer(self) -> None:
+        self._timer = None
+        now = self.clock().timestamp()
+        due = False
+        while self._heap and self._heap[0][0] <= now:
+            stamp, key = heapq.heappop(self._heap)
+            if self._wake_at.get(key) == stamp:
+                del self._wake_at[key]
+                self._dirty.add(key)
+                due = True
+        if due:
+            self._wakeup.set()
+        self._rearm()
+
+    def next_wake(self) -> datetime | None:
+        """The earliest armed wake-up (for tests and the status line)."""
+        if not self._wake_at:
+            return None
+        return datetime.fromtimestamp(min(self._wake_at.values()), self.clock().tzinfo)
+
+    # --- running ------------------------------------------------------------------------
+
+    async def run(self) -> None:
+        """Run until cancelled."""
+        async with asyncio.TaskGroup() as group:
+            group.create_task(run_informers(self.schedules, self.runs, self.instances, self.memory))
+            group.create_task(self.events.run())
+            group.create_task(self._work())
+
+    async def _work(self) -> None:
+        for informer in (self.schedules, self.runs, self.instances, self.memory):
+            await informer.synced.wait()
+        self.mark_all()
+        self._rearm()
+        try:
+            while True:
+                await self._wakeup.wait()
+                self._wakeup.clear()
+                if self.leader is not None and not self.leader.is_leading:
+                    await self.leader.wait_leading()
+                    self.mark_all()
+                    continue
+                await self._pass()
+                self.passes += 1
+                self.ready.set()
+        finally:
+            if self._timer is not None:
+                self._timer.cancel()
+
+    async def _pass(self) -> None:
+        keys, self._dirty = self._dirty, set()
+        now = self.clock()
+        work: list[Awaitable[None]] = []
+        for key in keys:
+            planned = self._decide(key, now)
+            if planned is not None:
+                work.append(self._execute(key, *planned, now))
+        limit = asyncio.Semaphore(self.settings.max_in_flight)
+
+        async def bounded(job: Awaitable[None]) -> None:
+            async with limit:
+                await job
+
+        if work:
+            await asyncio.gather(*(bounded(job) for job in work))
+
+    def _view(self, key: Key, obj: Obj) -> ScheduleView:
+        rv = str((obj.get("metadata") or {}).get("resourceVersion"))
+        cached = self._views.get(key)
+        if cached is not None and cached[0] == rv:
+            return cached[1]
+        view = ScheduleView.of(obj)
+        self._views[key] = (rv, view)
+        return view
+
+    def _inputs(self, key: Key, view: ScheduleView) -> tuple[list[RunView], Obj | None, str | None]:
+        ns = key[0]
+        runs = []
+        for name in self._runs_by_schedule.get(key, ()):
+            run = self.runs.get(ns, name)
+            if run is not None:
+                runs.append(RunView.of(run))
+        instance = memory = None
+        if view.spec is not None:
+            instance = self.instances.get(ns, view.spec.instance_ref)
+            cm = self.memory.get(ns, memory_configmap_name(view.spec.instance_ref))
+            data = (cm or {}).get("data") or {}
+            value = data.get(MEMORY_KEY) if isinstance(data, dict) else None
+            memory = value if isinstance(value, str) else None
+        return runs, instance, memory
+
+    def _decide(self, key: Key, now: datetime) -> tuple[Obj, ScheduleView, Decision] | None:
+        obj = self.schedules.get(*key)
+        if obj is None:
+            self._wake_at.pop(key, None)
+            return None
+        view = self._view(key, obj)
+        runs, instance, memory = self._inputs(key, view)
+        try:
+            return obj, view, reconcile(view, runs, instance, memory, now)
+        except Exception:  # a bug must not take the other schedules down with it
+            log.exception("reconcile failed", namespace=key[0], schedule=key[1])
+            self.metrics.errors.labels("reconcile").inc()
+            self._retry_later(key, now)
+            return None
+
+    # --- executing a decision --------------------------------------------------------------
+
+    async def _execute(self, key: Key, obj: Obj, view: ScheduleView, decision: Decision,
+                       now: datetime) -> None:
+        ns, name = key
+        blog = log.bind(namespace=ns, schedule=name)
+        try:
+            if self.leader is not None and not self.leader.is_leading:
+                self.mark(key)
+                return
+            for run_name in decision.delete:
+                await self._delete_run(ns, run_name)
+            if decision.create is not None:
+                decision = await self._create_run(view, decision, now, blog)
+            await self._write_status(obj, decision.status)
+            self._account(obj, decision, blog)
+            self._arm(key, decision.wake_at)
+            self._retries.pop(key, None)
+        except Conflict:
+            # Someone else wrote the schedule since we read it: re-read, decide again.
+            await self._refresh(key)
+            self.mark(key)
+        except NotFound:
+            await self._refresh(key)
+        except StoreError as exc:
+            blog.warning("store error, will retry", error=str(exc))
+            self.metrics.errors.labels("store").inc()
+            self._retry_later(key, now)
+        except Exception:
+            blog.exception("executing a decision failed")
+            self.metrics.errors.labels("internal").inc()
+            self._retry_later(key, now)
+
+    async def _create_run(self, view: ScheduleView, decision: Decision, now: datetime,
+                          blog: Any) -> Decision:
+        assert decision.create is not None
+        run = decision.create
+        ref = Ref.of(run)
+        try:
+            created = await self.store.create(run)
+        except AlreadyExists:
+            existing = await self.store.get(ref)
+            owners = ObjectView.of(existing).owner_uids
+            if view.meta.uid in owners:
+                self.runs.observe(existing)  # a fire cut short earlier: it counts as done
+                return decision
+            holder = ", ".join(owners) or "no schedule"
+            return tick_failed(view, decision, "RunNameTaken",
+                               f"an AgentRun named {ref.name} already exists and belongs to "
+                               f"{holder}; delete or rename it", now)
+        except Invalid as exc:
+            return tick_failed(view, decision, "RunRejected", f"the store refused the run: {exc}", now)
+        self.runs.observe(created)
+        self.metrics.store_writes.labels("create").inc()
+        return decision
+
+    async def _delete_run(self, namespace: str, name: str) -> None:
+        with contextlib.suppress(NotFound):
+            await self.store.delete(Ref(Kind.AGENT_RUN, namespace, name))
+            self.metrics.store_writes.labels("delete").inc()
+        self.runs.forget(namespace, name)
+
+    async def _write_status(self, obj: Obj, status: dict[str, Any]) -> None:
+        patch = diff_patch(obj.get("status") or {}, status, MANAGED_STATUS_KEYS)
+        if not patch:
+            return
+        meta = obj.get("metadata") or {}
+        updated = await self.store.patch_status(
+            Ref.of(obj), patch, resource_version=meta.get("resourceVersion"))
+        self.metrics.store_writes.labels("status").inc()
+        self.schedules.observe(updated)
+
+    def _account(self, obj: Obj, decision: Decision, blog: Any) -> None:
+        if decision.outcome is Outcome.FIRED and decision.create is not None:
+            assert decision.tick is not None
+            lag = (self.clock() - decision.tick).total_seconds()
+            self.metrics.fires.labels("schedule").inc()
+            self.metrics.fire_lag.observe(max(lag, 0.0))
+            blog.info("fired", run=decision.create["metadata"]["name"],
+                      tick=decision.tick.isoformat(), lag_ms=round(lag * 1000, 1))
+        elif decision.outcome is Outcome.SKIPPED:
+            self.metrics.skips.labels(decision.skip_reason or "other").inc()
+            blog.info("tick skipped", reason=decision.skip_reason,
+                      tick=decision.tick.isoformat() if decision.tick else None)
+        elif decision.outcome is Outcome.RECORDED:
+            blog.info("recorded a run created before a restart", tick=str(decision.tick))
+        for note in decision.notes:
+            if note.type == "Warning" and note.reason not in ("TickSkipped",):
+                self.metrics.errors.labels(note.reason).inc()
+                blog.warning("schedule needs attention", reason=note.reason, message=note.message)
+            if self.settings.record_events:
+                self.events.record(obj, note)
+
+    async def _refresh(self, key: Key) -> None:
+        try:
+            fresh = await self.store.get(Ref(Kind.SCHEDULE, *key))
+        except NotFound:
+            self.schedules.forget(*key)
+        except StoreError:
+            self._retry_later(key, self.clock())
+        else:
+            self.schedules.observe(fresh)
+
+    def _retry_later(self, key: Key, now: datetime) -> None:
+        delay = self._retries.get(key, self.settings.retry_initial / 2) * 2
+        delay = min(delay, self.settings.retry_max)
+        self._retries[key] = delay
+        self._arm(key, now + timedelta(seconds=delay * (0.75 + random.random() / 2)))
+
+    # --- manual trigger ---------------------------------------------------------------------
+
+
+async def trigger_now(store: Store, namespace: str, name: str, *,
+                      clock: Clock = system_clock) -> Decision:
+    """Start a run of a schedule now (the CLI's ``trigger``); the policy still applies.
+
+    Reads what it needs straight from the store, so it works with or without a
+    controller running. The status update is conditional and retried on a
+    conflict, so a fire landing at the same moment is never miscounted.
+    """
+    ref = Ref(Kind.SCHEDULE, namespace, name)
+    obj = await store.get(ref)
+    view = ScheduleView.of(obj)
+    listing = await store.list(Kind.AGENT_RUN, namespace=namespace, labels={LABEL_SCHEDULE: name})
+    runs = [RunView.of(r) for r in listing.items]
+    instance = memory = None
+    if view.spec is not None:
+        with contextlib.suppress(NotFound):
+            instance = await store.get(Ref(Kind.INSTANCE, namespace, view.spec.instance_ref))
+        with contextlib.suppress(NotFound):
+            cm = await store.get(Ref(Kind.CONFIG_MAP, namespace,
+                                     memory_configmap_name(view.spec.instance_ref)))
+            value = (cm.get("data") or {}).get(MEMORY_KEY)
+            memory = value if isinstance(value, str) else None
+    decision = trigger(view, runs, instance, memory, clock())
+    assert decision.create is not None and decision.tick is not None
+    for run_name in decision.delete:
+        with contextlib.suppress(NotFound):
+            await store.delete(Ref(Kind.AGENT_RUN, namespace, run_name))
+    run = await store.create(decision.create)
+    run_ref = {k: run[k] for k in ("apiVersion", "kind")} | {
+        "name": run["metadata"]["name"], "namespace": namespace}
+    patch = diff_patch(obj.get("status") or {}, decision.status, MANAGED_STATUS_KEYS)
+    version = obj["metadata"].get("resourceVersion")
+    for _ in range(10):
+        try:
+            await store.patch_status(ref, patch, resource_version=version)
+            break
+        except Conflict:
+            fresh = await store.get(ref)
+            version = fresh["metadata"].get("resourceVersion")
+            status = fresh.get("status") or {}
+            active = [a for a in status.get("active") or [] if a.get("name") not in decision.delete]
+            if all(a.get("name") != run_ref["name"] for a in active):
+                active.append(run_ref)
+            patch = {
+                "totalRuns": int(status.get("totalRuns") or 0) + 1,
+                "lastRunName": run_ref["name"],
+                "lastRunTime": decision.status["lastRunTime"],
+                "active": active,
+            }
+    return decision

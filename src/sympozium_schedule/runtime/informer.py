@@ -1,0 +1,205 @@
+"""Informers: a list-then-watch cache of one kind, kept current from the store.
+
+The controller reads only from these caches while firing. A watch that ends
+(a dropped connection) is resumed from the last version seen; a watch whose
+version has expired (410 Gone) triggers a relist, and the relist is diffed
+against the cache so handlers see exactly the changes they missed.
+
+Write-through: after a successful write the controller puts the returned
+object into the cache at once (``observe``), so a reconcile that follows its
+own write never acts on the state before it. A later, older watch event is
+ignored by comparing resourceVersions.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import random
+from collections.abc import Callable
+from typing import Any
+
+import structlog
+
+from sympozium_schedule.core.model import Kind
+from sympozium_schedule.ports.store import (
+    EventType,
+    Expired,
+    Labels,
+    Obj,
+    Store,
+    StoreError,
+)
+
+Key = tuple[str, str]  # (namespace, name)
+Handler = Callable[[EventType, Obj], None]
+
+log = structlog.get_logger("informer")
+
+
+def key_of(obj: Obj) -> Key:
+    meta = obj.get("metadata") or {}
+    return str(meta.get("namespace") or "default"), str(meta.get("name") or "")
+
+
+def _rv(obj: Obj) -> int | None:
+    text = (obj.get("metadata") or {}).get("resourceVersion")
+    try:
+        return int(text) if text is not None else None
+    except (TypeError, ValueError):
+        return None
+
+
+def is_newer(new: Obj, old: Obj) -> bool:
+    """Whether ``new`` supersedes ``old``. Kubernetes calls resourceVersions opaque,
+    but both etcd and our SQLite store issue increasing integers; when either is
+    not an integer, the later arrival wins."""
+    a, b = _rv(new), _rv(old)
+    if a is None or b is None:
+        return True
+    return a >= b
+
+
+class Informer:
+    def __init__(
+        self,
+        store: Store,
+        kind: Kind,
+        *,
+        namespaces: tuple[str, ...] | None = None,
+        labels: Labels | None = None,
+        on_change: Handler | None = None,
+        backoff_max: float = 30.0,
+    ):
+        self.store = store
+        self.kind = kind
+        self.namespaces = namespaces
+        self.labels = labels
+        self.cache: dict[Key, Obj] = {}
+        self.synced = asyncio.Event()
+        self.relists = 0
+        self._handlers: list[Handler] = [on_change] if on_change else []
+        self._backoff_max = backoff_max
+
+    def add_handler(self, handler: Handler) -> None:
+        self._handlers.append(handler)
+
+    def get(self, namespace: str, name: str) -> Obj | None:
+        return self.cache.get((namespace, name))
+
+    def _emit(self, change: EventType, obj: Obj) -> None:
+        for handler in self._handlers:
+            try:
+                handler(change, obj)
+            except Exception:
+                log.exception("informer handler failed", kind=self.kind.value)
+
+    def observe(self, obj: Obj) -> None:
+        """Apply an object this process just wrote (write-through)."""
+        key = key_of(obj)
+        old = self.cache.get(key)
+        if old is not None and not is_newer(obj, old):
+            return
+        self.cache[key] = obj
+        self._emit(EventType.MODIFIED if old else EventType.ADDED, obj)
+
+    def forget(self, namespace: str, name: str) -> None:
+        """Drop an object this process just deleted."""
+        old = self.cache.pop((namespace, name), None)
+        if old is not None:
+            self._emit(EventType.DELETED, old)
+
+    def _apply(self, change: EventType, obj: Obj) -> None:
+        key = key_of(obj)
+        old = self.cache.get(key)
+        if change is EventType.DELETED:
+            if old is not None and (
+                _uid(old) == _uid(obj) or not _uid(obj)
+            ) and is_newer(obj, old):
+                del self.cache[key]
+                self._emit(EventType.DELETED, old)
+            return
+        if old is not None and (not is_newer(obj, old) or _rv(obj) == _rv(old) is not None):
+            return  # older than what we hold, or the echo of our own write
+        self.cache[key] = obj
+        self._emit(change, obj)
+
+    async def _relist(self, namespace: str | None) -> str:
+        listing = await self.store.list(self.kind, namespace=namespace, labels=self.labels)
+        fresh = {key_of(o): o for o in listing.items}
+        scope = [k for k in self.cache if namespace is None or k[0] == namespace]
+        for key in scope:
+            if key not in fresh:
+                old = self.cache.pop(key)
+                self._emit(EventType.DELETED, old)
+        for obj in fresh.values():
+            self._apply(EventType.ADDED, obj)
+        return listing.resource_version
+
+    async def run(self) -> None:
+        """List and watch forever (one loop per namespace scope)."""
+        scopes: tuple[str | None, ...] = self.namespaces or (None,)
+        pending = set(scopes)
+        ready: set[str | None] = set()
+
+        async def loop(namespace: str | None) -> None:
+            delay = 0.2
+            version: str | None = None
+            while True:
+                try:
+                    if version is None:
+                        version = await self._relist(namespace)
+                        self.relists += 1
+                        ready.add(namespace)
+                        if ready >= pending:
+                            self.synced.set()
+                    async for event in self.store.watch(
+                        self.kind, resource_version=version, namespace=namespace,
+                        labels=self.labels,
+                    ):
+                        self._apply(event.type, event.object)
+                        version = (event.object.get("metadata") or {}).get(
+                            "resourceVersion") or version
+                    delay = 0.2  # a watch that ended cleanly: resume where it stopped
+                except Expired:
+                    log.info("watch expired, relisting", kind=self.kind.value, namespace=namespace)
+                    version = None
+                except StoreError as exc:
+                    log.warning("watch failed, retrying", kind=self.kind.value,
+                                namespace=namespace, error=str(exc), retry_in=round(delay, 2))
+                    await asyncio.sleep(delay * (0.5 + random.random()))
+                    delay = min(delay * 2, self._backoff_max)
+                    version = None
+
+        async with asyncio.TaskGroup() as group:
+            for namespace in scopes:
+                group.create_task(loop(namespace))
+
+
+def _uid(obj: Obj) -> Any:
+    return (obj.get("metadata") or {}).get("uid")
+
+
+async def run_informers(*informers: Informer) -> None:
+    async with asyncio.TaskGroup() as group:
+        for informer in informers:
+            group.create_task(informer.run())
+
+
+async def wait_synced(*informers: Informer, timeout: float | None = None) -> None:
+    async with asyncio.timeout(timeout):
+        for informer in informers:
+            await informer.synced.wait()
+
+
+@contextlib.asynccontextmanager
+async def running(*informers: Informer, timeout: float | None = None) -> Any:
+    """Run informers in the background for the duration of the block."""
+    task = asyncio.create_task(run_informers(*informers))
+    try:
+        await wait_synced(*informers, timeout=timeout)
+        yield task
+    finally:
+        task.cancel()
+        with contextlib.suppress(asyncio.CancelledError):
+            await task
