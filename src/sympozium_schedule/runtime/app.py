@@ -1,0 +1,134 @@
+"""Assembling the embedded scheduler: store, controller, runner, until a signal.
+
+``sympozium-schedule run`` is a thin flag parser over :func:`run_embedded`.
+One process per data directory: the lock file makes a second ``run`` on the
+same directory refuse to start instead of double-firing.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import fcntl
+import os
+import signal
+from collections.abc import Awaitable, Callable, Coroutine, Iterator
+from dataclasses import dataclass, field
+from datetime import timedelta
+from pathlib import Path
+from typing import IO, Any
+
+import structlog
+
+from sympozium_schedule.adapters.sqlite import SQLiteStore
+from sympozium_schedule.runtime.controller import Controller, ControllerSettings
+from sympozium_schedule.runtime.metrics import Metrics
+from sympozium_schedule.runtime.runner import DEMO_AGENT, LocalRunner, RunnerSettings
+
+log = structlog.get_logger("app")
+
+DATA_DIR_ENV = "SYMPOZIUM_DATA_DIR"
+
+
+def default_data_dir() -> Path:
+    """``$SYMPOZIUM_DATA_DIR``, else ``$XDG_DATA_HOME/sympozium-schedule``
+    (``~/.local/share/sympozium-schedule``)."""
+    env = os.environ.get(DATA_DIR_ENV)
+    if env:
+        return Path(env)
+    base = os.environ.get("XDG_DATA_HOME") or str(Path.home() / ".local" / "share")
+    return Path(base) / "sympozium-schedule"
+
+
+def store_path(data_dir: Path) -> Path:
+    return data_dir / "store.db"
+
+
+class DataDirBusy(Exception):
+    pass
+
+
+@contextlib.contextmanager
+def exclusive(data_dir: Path) -> Iterator[IO[str]]:
+    """Hold ``<data-dir>/run.lock`` for the life of the process (released by the
+    kernel even on SIGKILL, so a crash never leaves a stale lock)."""
+    data_dir.mkdir(parents=True, exist_ok=True)
+    handle = (data_dir / "run.lock").open("a+")
+    try:
+        fcntl.flock(handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
+    except BlockingIOError as exc:
+        handle.seek(0)
+        holder = handle.read().strip() or "another process"
+        handle.close()
+        raise DataDirBusy(
+            f"{data_dir} is in use by `sympozium-schedule run` (pid {holder}); stop it first "
+            "or pass another --data-dir") from exc
+    handle.seek(0)
+    handle.truncate()
+    handle.write(str(os.getpid()))
+    handle.flush()
+    try:
+        yield handle
+    finally:
+        handle.close()
+
+
+@dataclass(slots=True)
+class EmbeddedSettings:
+    data_dir: Path
+    runner: bool = True
+    agent_command: tuple[str, ...] = DEMO_AGENT
+    max_parallel: int = 4
+    run_timeout: timedelta = timedelta(minutes=10)
+    metrics_port: int | None = None
+    # Extra long-running parts (the NATS server, router), each given the store.
+    extras: list[Callable[[SQLiteStore, Metrics], Coroutine[Any, Any, None]]] = field(default_factory=list)
+    on_ready: Callable[[SQLiteStore], Awaitable[None]] | None = None
+
+
+async def run_embedded(settings: EmbeddedSettings) -> None:
+    """Run until SIGINT/SIGTERM, then stop cleanly (agents killed, store closed)."""
+    with exclusive(settings.data_dir):
+        store = SQLiteStore(store_path(settings.data_dir))
+        metrics = Metrics()
+        controller = Controller(store, settings=ControllerSettings(), metrics=metrics)
+        stop = asyncio.Event()
+        loop = asyncio.get_running_loop()
+        for sig in (signal.SIGINT, signal.SIGTERM):
+            loop.add_signal_handler(sig, stop.set)
+        try:
+            async with asyncio.TaskGroup() as group:
+                tasks = [group.create_task(controller.run(), name="controller")]
+                if settings.runner:
+                    runner = LocalRunner(store, RunnerSettings(
+                        work_dir=settings.data_dir / "runs",
+                        agent_command=settings.agent_command,
+                        max_parallel=settings.max_parallel,
+                        default_timeout=settings.run_timeout,
+                    ))
+                    tasks.append(group.create_task(runner.run(), name="runner"))
+                for extra in settings.extras:
+                    tasks.append(group.create_task(extra(store, metrics)))
+                if settings.metrics_port is not None:
+                    from sympozium_schedule.runtime.http import serve_http
+
+                    tasks.append(group.create_task(serve_http(
+                        metrics, port=settings.metrics_port,
+                        ready=lambda: controller.ready.is_set())))
+                ready = asyncio.ensure_future(controller.ready.wait())
+                stopping = asyncio.ensure_future(stop.wait())
+                await asyncio.wait({ready, stopping}, return_when=asyncio.FIRST_COMPLETED)
+                ready.cancel()
+                log.info("scheduler running", data_dir=str(settings.data_dir),
+                         schedules=len(controller.schedules.cache))
+                if settings.on_ready is not None and controller.ready.is_set():
+                    await settings.on_ready(store)
+                await stopping
+                log.info("shutting down")
+                for task in tasks:
+                    task.cancel()
+        finally:
+            for sig in (signal.SIGINT, signal.SIGTERM):
+                loop.remove_signal_handler(sig)
+            await controller.events.drain(1.0)
+            await store.close()
