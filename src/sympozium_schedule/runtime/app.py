@@ -20,9 +20,14 @@ from typing import IO, Any
 
 import structlog
 
+from sympozium_schedule.adapters.nats.server import EmbeddedNats
 from sympozium_schedule.adapters.sqlite import SQLiteStore
+from sympozium_schedule.core.requests import Limits
+from sympozium_schedule.ports.store import Obj
+from sympozium_schedule.runtime.bridge import Bridge, BridgeSettings
 from sympozium_schedule.runtime.controller import Controller, ControllerSettings
 from sympozium_schedule.runtime.metrics import Metrics
+from sympozium_schedule.runtime.router import Router, RouterSettings
 from sympozium_schedule.runtime.runner import DEMO_AGENT, LocalRunner, RunnerSettings
 
 log = structlog.get_logger("app")
@@ -81,6 +86,10 @@ class EmbeddedSettings:
     max_parallel: int = 4
     run_timeout: timedelta = timedelta(minutes=10)
     metrics_port: int | None = None
+    # Self-scheduling: None starts a NATS server of our own (loopback, random port).
+    nats_url: str | None = None
+    router: bool = True
+    limits: Limits = field(default_factory=Limits)
     # Extra long-running parts (the NATS server, router), each given the store.
     extras: list[Callable[[SQLiteStore, Metrics], Coroutine[Any, Any, None]]] = field(default_factory=list)
     on_ready: Callable[[SQLiteStore], Awaitable[None]] | None = None
@@ -89,6 +98,11 @@ class EmbeddedSettings:
 async def run_embedded(settings: EmbeddedSettings) -> None:
     """Run until SIGINT/SIGTERM, then stop cleanly (agents killed, store closed)."""
     with exclusive(settings.data_dir):
+        nats_server: EmbeddedNats | None = None
+        nats_url = settings.nats_url
+        if nats_url is None:
+            nats_server = EmbeddedNats(settings.data_dir)
+            nats_url = await nats_server.start()
         store = SQLiteStore(store_path(settings.data_dir))
         metrics = Metrics()
         controller = Controller(store, settings=ControllerSettings(), metrics=metrics)
@@ -99,13 +113,18 @@ async def run_embedded(settings: EmbeddedSettings) -> None:
         try:
             async with asyncio.TaskGroup() as group:
                 tasks = [group.create_task(controller.run(), name="controller")]
+                if settings.router:
+                    router = Router(store, RouterSettings(nats_url=nats_url, limits=settings.limits),
+                                    metrics=metrics)
+                    tasks.append(group.create_task(router.run(), name="router"))
                 if settings.runner:
                     runner = LocalRunner(store, RunnerSettings(
                         work_dir=settings.data_dir / "runs",
                         agent_command=settings.agent_command,
                         max_parallel=settings.max_parallel,
                         default_timeout=settings.run_timeout,
-                    ))
+                        extra_env={"EVENT_BUS_URL": nats_url},
+                    ), bridge=bridge_for(nats_url, settings.limits))
                     tasks.append(group.create_task(runner.run(), name="runner"))
                 for extra in settings.extras:
                     tasks.append(group.create_task(extra(store, metrics)))
@@ -132,3 +151,19 @@ async def run_embedded(settings: EmbeddedSettings) -> None:
                 loop.remove_signal_handler(sig)
             await controller.events.drain(1.0)
             await store.close()
+            if nats_server is not None:
+                await nats_server.stop()
+
+
+def bridge_for(nats_url: str, limits: Limits) -> Callable[[Obj, Path], Coroutine[Any, Any, None]]:
+    """The runner starts one IPC bridge per run, in-process, as Sympozium starts a sidecar."""
+
+    async def start(run: Obj, ipc: Path) -> None:
+        meta, spec = run.get("metadata") or {}, run.get("spec") or {}
+        await Bridge(BridgeSettings(
+            ipc_path=ipc, agent_run_id=str(meta.get("name")), instance=str(spec.get("instanceRef")),
+            namespace=str(meta.get("namespace") or "default"), nats_url=nats_url,
+            max_request_bytes=limits.max_request_bytes)).run()
+
+    return start
+

@@ -1,0 +1,1 @@
+"""NATS JetStream: the event bus between IPC bridges and the schedule router."""
