@@ -304,7 +304,7 @@ def reconcile(
         # Every skip is its own occurrence: an event each time, not only on transitions.
         b.notes.append(Note("Warning" if plan.skip is SkipReason.DEADLINE else "Normal",
                             "TickSkipped", plan.message))
-        return done(Outcome.SKIPPED, delete=prune, wake=b.next_run_time, skip=plan.skip)
+        return done(Outcome.SKIPPED, delete=prune, wake=b.next_run_time, skip=plan.skip, tick=due)
 
     run = build_agent_run(schedule, spec, instance, model, memory, due)
     name = run["metadata"]["name"]

@@ -12,6 +12,7 @@ import contextlib
 import fcntl
 import os
 import signal
+import socket
 from collections.abc import Awaitable, Callable, Coroutine, Iterator
 from dataclasses import dataclass, field
 from datetime import timedelta
@@ -167,3 +168,96 @@ def bridge_for(nats_url: str, limits: Limits) -> Callable[[Obj, Path], Coroutine
 
     return start
 
+
+
+# --- Kubernetes mode ---------------------------------------------------------------------------
+
+
+@dataclass(slots=True)
+class KubernetesSettings:
+    kubeconfig: Path | None = None
+    context: str | None = None
+    namespaces: tuple[str, ...] | None = None  # None: all namespaces
+    qps: float = 50.0
+    burst: int = 100
+    leader_election: bool = True
+    lease_name: str = "sympozium-schedule"
+    lease_namespace: str = field(default_factory=lambda: os.environ.get("POD_NAMESPACE", "default"))
+    identity: str = field(default_factory=lambda: os.environ.get("POD_NAME") or socket.gethostname())
+    http_port: int | None = 8080
+    nats_url: str | None = None  # the router runs when set
+    limits: Limits = field(default_factory=Limits)
+    controller: bool = True
+    memory_labels: dict[str, str | None] = field(
+        default_factory=lambda: {"sympozium.ai/component": "memory"})
+
+
+async def _until_signal() -> None:
+    stop = asyncio.Event()
+    loop = asyncio.get_running_loop()
+    for sig in (signal.SIGINT, signal.SIGTERM):
+        loop.add_signal_handler(sig, stop.set)
+    try:
+        await stop.wait()
+    finally:
+        for sig in (signal.SIGINT, signal.SIGTERM):
+            loop.remove_signal_handler(sig)
+
+
+async def run_kubernetes(settings: KubernetesSettings) -> None:
+    """The controller (and router, given a NATS URL) against the Kubernetes API."""
+    from sympozium_schedule.adapters.kubernetes.leader import LeaseElector
+    from sympozium_schedule.adapters.kubernetes.store import KubernetesStore
+    from sympozium_schedule.runtime.http import serve_http
+
+    store = KubernetesStore.connect(settings.kubeconfig, context=settings.context,
+                                    qps=settings.qps, burst=settings.burst)
+    metrics = Metrics()
+    elector = None
+    if settings.leader_election and settings.controller:
+        elector = LeaseElector(store, name=settings.lease_name, namespace=settings.lease_namespace,
+                               identity=settings.identity)
+    controller = Controller(store, settings=ControllerSettings(
+        namespaces=settings.namespaces, memory_labels=settings.memory_labels),
+        metrics=metrics, leader=elector) if settings.controller else None
+    router = (Router(store, RouterSettings(nats_url=settings.nats_url, limits=settings.limits),
+                     metrics=metrics) if settings.nats_url else None)
+
+    def ready() -> bool:
+        # Synced caches, and a standby counts as ready while it can reach the API:
+        # tying readiness to holding the lease would leave standbys forever unready
+        # and stall rolling updates. /leaderz tells the leader apart.
+        ok = True
+        if controller is not None:
+            ok = controller.ready.is_set()
+        if elector is not None:
+            ok = ok and (elector.is_leading or elector.healthy)
+        if router is not None:
+            ok = ok and router.ready.is_set()
+        return ok
+
+    def leading() -> bool:
+        return elector is None or elector.is_leading
+
+    log.info("starting in Kubernetes mode", namespaces=settings.namespaces or "all",
+             leader_election=elector is not None, router=router is not None)
+    try:
+        async with asyncio.TaskGroup() as group:
+            tasks = []
+            if controller is not None:
+                tasks.append(group.create_task(controller.run(), name="controller"))
+            if elector is not None:
+                tasks.append(group.create_task(elector.run(), name="leader-election"))
+            if router is not None:
+                tasks.append(group.create_task(router.run(), name="router"))
+            if settings.http_port is not None:
+                tasks.append(group.create_task(serve_http(
+                    metrics, port=settings.http_port, ready=ready, leading=leading)))
+            await _until_signal()
+            log.info("shutting down")
+            for task in tasks:
+                task.cancel()
+    finally:
+        if controller is not None:
+            await controller.events.drain(1.0)
+        await store.close()

@@ -1,0 +1,1 @@
+"""The Kubernetes API: the production store, Events and leader election."""

@@ -1,0 +1,157 @@
+"""Leader election on a ``coordination.k8s.io/v1`` Lease, client-go's algorithm.
+
+A replica leads while it holds the Lease and renews it every ``retry_period``.
+Another replica takes the Lease only after ``lease_duration`` without a
+renewal. The leader stops leading the moment a renewal has not succeeded for
+``renew_deadline`` (shorter than ``lease_duration``), so by the time anyone
+else may take over, the old leader has already stopped firing. Every write is
+conditional on the Lease's resourceVersion: two candidates never both win.
+
+Hand-written because lightkube has no leader election; this is the ~100
+lines of client-go's leaderelection package the controller needs.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+from collections.abc import Callable
+from datetime import UTC, datetime, timedelta
+from typing import Any
+
+import structlog
+
+from sympozium_schedule.adapters.kubernetes.store import KubernetesStore, Lease
+from sympozium_schedule.ports.store import Conflict, NotFound, StoreError
+
+log = structlog.get_logger("leader")
+
+
+def _micro(t: datetime) -> str:
+    return t.astimezone(UTC).strftime("%Y-%m-%dT%H:%M:%S.%fZ")
+
+
+def _parse(text: object) -> datetime | None:
+    if not isinstance(text, str):
+        return None
+    with contextlib.suppress(ValueError):
+        return datetime.fromisoformat(text).astimezone(UTC)
+    return None
+
+
+class LeaseElector:
+    def __init__(self, store: KubernetesStore, *, name: str, namespace: str, identity: str,
+                 lease_duration: float = 15.0, renew_deadline: float = 10.0,
+                 retry_period: float = 2.0, clock: Callable[[], datetime] | None = None):
+        if not retry_period < renew_deadline < lease_duration:
+            raise ValueError("need retry_period < renew_deadline < lease_duration")
+        self.store = store
+        self.name = name
+        self.namespace = namespace
+        self.identity = identity
+        self.lease_duration = lease_duration
+        self.renew_deadline = renew_deadline
+        self.retry_period = retry_period
+        self.clock = clock or (lambda: datetime.now(UTC))
+        self.transitions = 0
+        self._leading = asyncio.Event()
+        self._last_renew: datetime | None = None
+        self.healthy = False  # the last lease round reached the API
+
+    @property
+    def is_leading(self) -> bool:
+        if not self._leading.is_set():
+            return False
+        # Stop at once when renewals have failed for too long, even between rounds.
+        if self._last_renew is None or (self.clock() - self._last_renew) > timedelta(
+                seconds=self.renew_deadline):
+            self._lose("renewals failed for longer than the renew deadline")
+            return False
+        return True
+
+    async def wait_leading(self) -> None:
+        await self._leading.wait()
+
+    def _lose(self, why: str) -> None:
+        if self._leading.is_set():
+            self._leading.clear()
+            log.warning("lost leadership: stopped firing", identity=self.identity, reason=why)
+
+    async def run(self) -> None:
+        try:
+            while True:
+                try:
+                    won = await self._try_acquire_or_renew()
+                    self.healthy = True
+                except StoreError as exc:
+                    won = False
+                    self.healthy = False
+                    log.info("lease round failed", error=str(exc))
+                if won:
+                    self._last_renew = self.clock()
+                    if not self._leading.is_set():
+                        log.info("became leader", identity=self.identity, lease=self.name)
+                        self._leading.set()
+                elif self._leading.is_set():
+                    self.is_leading  # noqa: B018 - applies the renew deadline
+                await asyncio.sleep(self.retry_period)
+        finally:
+            if self._leading.is_set():
+                self._leading.clear()
+                with contextlib.suppress(StoreError, Exception):
+                    await self._release()
+
+    def _spec(self, now: datetime, acquired: datetime, transitions: int) -> dict[str, Any]:
+        return {
+            "holderIdentity": self.identity,
+            "leaseDurationSeconds": int(self.lease_duration),
+            "acquireTime": _micro(acquired),
+            "renewTime": _micro(now),
+            "leaseTransitions": transitions,
+        }
+
+    async def _try_acquire_or_renew(self) -> bool:
+        client = self.store.client
+        now = self.clock()
+        try:
+            lease = (await self.store.call(f"get lease {self.name}", client.get(
+                Lease, self.name, namespace=self.namespace))).to_dict()
+        except NotFound:
+            body = {"apiVersion": "coordination.k8s.io/v1", "kind": "Lease",
+                    "metadata": {"name": self.name, "namespace": self.namespace},
+                    "spec": self._spec(now, now, 0)}
+            try:
+                await self.store.call("create lease", client.create(Lease.from_dict(body)))
+            except StoreError:
+                return False
+            return True
+        spec = lease.get("spec") or {}
+        holder = spec.get("holderIdentity") or ""
+        renewed = _parse(spec.get("renewTime"))
+        duration = float(spec.get("leaseDurationSeconds") or self.lease_duration)
+        expired = renewed is None or now > renewed + timedelta(seconds=duration)
+        if holder != self.identity and holder and not expired:
+            return False
+        transitions = int(spec.get("leaseTransitions") or 0)
+        if holder == self.identity:
+            acquired = _parse(spec.get("acquireTime")) or now
+        else:
+            acquired, transitions = now, transitions + 1
+        lease["spec"] = self._spec(now, acquired, transitions)
+        try:
+            await self.store.call("renew lease", client.replace(Lease.from_dict(lease)))
+        except Conflict:
+            return False
+        self.transitions = transitions
+        return True
+
+    async def _release(self) -> None:
+        """Give the Lease up on a clean shutdown, so a standby takes over at once."""
+        client = self.store.client
+        lease = (await self.store.call("get lease", client.get(
+            Lease, self.name, namespace=self.namespace))).to_dict()
+        if (lease.get("spec") or {}).get("holderIdentity") != self.identity:
+            return
+        lease["spec"]["holderIdentity"] = ""
+        lease["spec"]["renewTime"] = _micro(datetime(1970, 1, 1, tzinfo=UTC))
+        await self.store.call("release lease", client.replace(Lease.from_dict(lease)))

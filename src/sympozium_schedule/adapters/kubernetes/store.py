@@ -1,0 +1,234 @@
+"""KubernetesStore: the :class:`~sympozium_schedule.ports.store.Store` port on the Kubernetes API.
+
+Built on lightkube's async client (chosen over kubernetes_asyncio and kr8s:
+typed and small, async-first, generic resources are plain dicts, and its
+watch resumes from the last resourceVersion by itself). Every resource is
+handled as a lightkube generic resource, so objects stay the JSON dicts the
+core reads. API errors map onto the store's error taxonomy (404 NotFound,
+409 AlreadyExists/Conflict, 410 Expired, 4xx Invalid, 429/5xx/network
+Unavailable). A token bucket limits the request rate as client-go's does;
+watches are not counted against it.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import time
+from collections.abc import AsyncIterator, Mapping
+from pathlib import Path
+from typing import Any
+
+import httpx2 as httpx
+from lightkube import AsyncClient, KubeConfig, operators
+from lightkube.config.kubeconfig import SingleConfig
+from lightkube.core.exceptions import ApiError
+from lightkube.generic_resource import create_namespaced_resource
+from lightkube.types import PatchType
+
+from sympozium_schedule.core.model import GROUP, VERSION, Kind
+from sympozium_schedule.ports.store import (
+    AlreadyExists,
+    Conflict,
+    EventType,
+    Expired,
+    Invalid,
+    Labels,
+    Listing,
+    NotFound,
+    Obj,
+    Ref,
+    StoreError,
+    Unavailable,
+    WatchEvent,
+)
+
+FIELD_MANAGER = "sympozium-schedule"
+
+RESOURCES: dict[Kind, Any] = {
+    Kind.SCHEDULE: create_namespaced_resource(GROUP, VERSION, "SympoziumSchedule", "sympoziumschedules"),
+    Kind.AGENT_RUN: create_namespaced_resource(GROUP, VERSION, "AgentRun", "agentruns"),
+    Kind.INSTANCE: create_namespaced_resource(GROUP, VERSION, "SympoziumInstance", "sympoziuminstances"),
+    Kind.CONFIG_MAP: create_namespaced_resource("", "v1", "ConfigMap", "configmaps"),
+    Kind.EVENT: create_namespaced_resource("", "v1", "Event", "events"),
+}
+Lease = create_namespaced_resource("coordination.k8s.io", "v1", "Lease", "leases")
+
+
+def _error(exc: Exception, what: str) -> StoreError:
+    """The store error for an API or transport failure."""
+    if isinstance(exc, ApiError):
+        code, reason = exc.status.code, exc.status.reason or ""
+        message = f"{what}: {exc.status.message or reason or code}"
+        if code == 404:
+            return NotFound(message)
+        if code == 409:
+            return AlreadyExists(message) if reason == "AlreadyExists" else Conflict(message)
+        if code == 410:
+            return Expired(message)
+        if code in (400, 413, 422):
+            return Invalid(message)
+        if code in (401, 403):
+            return Unavailable(f"{message} (check the ServiceAccount's RBAC)")
+        return Unavailable(message)
+    return Unavailable(f"{what}: {exc or type(exc).__name__}")
+
+
+def _selector(labels: Labels | None) -> dict[str, Any] | None:
+    if not labels:
+        return None
+    return {k: (operators.exists() if v is None else v) for k, v in labels.items()}
+
+
+class RateLimiter:
+    """A token bucket: ``qps`` requests per second on average, bursts of ``burst``."""
+
+    def __init__(self, qps: float, burst: int):
+        self.qps = qps
+        self.burst = burst
+        self._tokens = float(burst)
+        self._stamp = time.monotonic()
+        self._lock = asyncio.Lock()
+
+    async def acquire(self) -> None:
+        if self.qps <= 0:
+            return
+        async with self._lock:
+            now = time.monotonic()
+            self._tokens = min(self.burst, self._tokens + (now - self._stamp) * self.qps)
+            self._stamp = now
+            if self._tokens < 1:
+                await asyncio.sleep((1 - self._tokens) / self.qps)
+                self._tokens = 1.0
+                self._stamp = time.monotonic()
+            self._tokens -= 1
+
+
+def load_config(kubeconfig: Path | None = None, context: str | None = None) -> KubeConfig | SingleConfig:
+    """``--kubeconfig``, else ``$KUBECONFIG`` / ``~/.kube/config``, else in-cluster."""
+    config = (KubeConfig.from_file(kubeconfig) if kubeconfig is not None
+              else KubeConfig.from_env()).get(context_name=context)
+    if config is None:
+        raise Unavailable(f"the kubeconfig has no context {context or '(current)'}")
+    return config
+
+
+class KubernetesStore:
+    def __init__(self, client: AsyncClient, *, qps: float = 50.0, burst: int = 100):
+        self.client = client
+        self.limiter = RateLimiter(qps, burst)
+        self.requests = 0
+
+    @classmethod
+    def connect(cls, kubeconfig: Path | None = None, *, context: str | None = None,
+                qps: float = 50.0, burst: int = 100) -> KubernetesStore:
+        try:
+            config = load_config(kubeconfig, context)
+        except Exception as exc:  # lightkube raises ConfigError and plain OSErrors
+            raise Unavailable(f"no usable Kubernetes configuration: {exc}") from exc
+        client = AsyncClient(config=config, field_manager=FIELD_MANAGER, trust_env=False)
+        return cls(client, qps=qps, burst=burst)
+
+    async def call(self, what: str, coro: Any) -> Any:
+        """Run one API request under the rate limit, mapping errors to the store taxonomy."""
+        await self.limiter.acquire()
+        self.requests += 1
+        try:
+            return await coro
+        except (ApiError, httpx.HTTPError, OSError) as exc:
+            raise _error(exc, what) from exc
+
+    # --- the port -------------------------------------------------------------------------
+
+    async def get(self, ref: Ref) -> Obj:
+        res = RESOURCES[ref.kind]
+        obj = await self.call(f"get {ref}", self.client.get(res, ref.name, namespace=ref.namespace))
+        result: Obj = obj.to_dict()
+        return result
+
+    async def list(self, kind: Kind, *, namespace: str | None = None,
+                   labels: Labels | None = None) -> Listing:
+        res = RESOURCES[kind]
+        iterable = self.client.list(res, namespace=namespace or "*", labels=_selector(labels))
+
+        async def collect() -> list[Obj]:
+            return [o.to_dict() async for o in iterable]
+
+        items = await self.call(f"list {kind.value}", collect())
+        return Listing(items, str(iterable.resourceVersion))
+
+    async def watch(self, kind: Kind, *, resource_version: str, namespace: str | None = None,
+                    labels: Labels | None = None) -> AsyncIterator[WatchEvent]:
+        res = RESOURCES[kind]
+        self.requests += 1
+        stream = self.client.watch(res, namespace=namespace or "*", labels=_selector(labels),
+                                   resource_version=resource_version)
+        try:
+            async for change, obj in stream:
+                if change in ("ADDED", "MODIFIED", "DELETED"):
+                    yield WatchEvent(EventType(change), obj.to_dict())
+        except (ApiError, httpx.HTTPError, OSError) as exc:
+            raise _error(exc, f"watch {kind.value}") from exc
+        finally:
+            with contextlib.suppress(Exception):
+                await stream.aclose()  # type: ignore[attr-defined]
+
+    async def create(self, obj: Obj) -> Obj:
+        ref = _ref(obj)
+        res = RESOURCES[ref.kind]
+        draft = dict(obj)
+        draft["metadata"] = dict(obj.get("metadata") or {}) | {"namespace": ref.namespace}
+        created = await self.call(f"create {ref}", self.client.create(res.from_dict(draft)))
+        result: Obj = created.to_dict()
+        return result
+
+    async def update(self, obj: Obj) -> Obj:
+        ref = _ref(obj)
+        res = RESOURCES[ref.kind]
+        draft = {k: v for k, v in obj.items() if k != "status"}
+        meta = dict(draft.get("metadata") or {})
+        if not meta.get("resourceVersion"):
+            # PUT needs a version; without one the caller asked for last-writer-wins.
+            current = await self.get(ref)
+            meta["resourceVersion"] = current["metadata"]["resourceVersion"]
+        draft["metadata"] = meta | {"namespace": ref.namespace}
+        replaced = await self.call(f"update {ref}", self.client.replace(res.from_dict(draft)))
+        result: Obj = replaced.to_dict()
+        return result
+
+    async def patch_status(self, ref: Ref, patch: Mapping[str, Any], *,
+                           resource_version: str | None = None) -> Obj:
+        body: dict[str, Any] = {"status": dict(patch)}
+        if resource_version:
+            body["metadata"] = {"resourceVersion": resource_version}  # a precondition
+        res = RESOURCES[ref.kind]
+        patched = await self.call(f"patch {ref} status", self.client.patch(
+            res.Status, ref.name, body, namespace=ref.namespace, patch_type=PatchType.MERGE))
+        result: Obj = patched.to_dict()
+        return result
+
+    async def delete(self, ref: Ref, *, uid: str | None = None) -> None:
+        if uid:
+            # lightkube's delete takes no preconditions; a get first narrows the race to
+            # the moment between the two calls, and the run name carries the rest.
+            current = await self.get(ref)
+            if current["metadata"].get("uid") != uid:
+                raise Conflict(f"{ref} is another incarnation (uid {current['metadata'].get('uid')})")
+        await self.call(f"delete {ref}", self.client.delete(RESOURCES[ref.kind], ref.name,
+                                                              namespace=ref.namespace))
+
+    async def close(self) -> None:
+        with contextlib.suppress(Exception):
+            await self.client.close()
+
+
+def _ref(obj: Obj) -> Ref:
+    meta = obj.get("metadata") or {}
+    try:
+        kind = Kind(str(obj.get("kind")))
+    except ValueError as exc:
+        raise Invalid(f"kind {obj.get('kind')!r} is not one this store handles") from exc
+    name = meta.get("name") or meta.get("generateName")  # the server completes a generateName
+    if not isinstance(name, str) or not name:
+        raise Invalid("metadata.name is required")
+    return Ref(kind, str(meta.get("namespace") or "default"), name)
