@@ -55,6 +55,9 @@ class World:
     instance: dict[str, Any] | None = field(default_factory=instance)
     memory: str | None = None
 
+    def __post_init__(self) -> None:
+        self.obj.setdefault("status", {})
+
     @classmethod
     def new(cls, *, created: datetime = T0, **spec: Any) -> World:
         return cls(schedule(created=created, **spec))
@@ -374,7 +377,7 @@ def test_starting_deadline(deadline: int | None, now: datetime, outcome: Outcome
     if outcome is Outcome.FIRED:
         assert d.skip_reason is None
         return
-    assert d.create is None
+    assert (d.create, d.tick) == (None, T0 + 7 * H)
     assert d.skip_reason is SkipReason.DEADLINE
     skipped = condition(world.status, "TickSkipped")
     assert skipped is not None
@@ -407,7 +410,7 @@ def test_forbid_skips_while_a_run_is_unfinished(phase: str | None) -> None:
                            "phase": "Active", "lastRunName": "hb-1772445600", "totalRuns": 1}
     d = world.step(T0 + H)
     assert (d.outcome, d.skip_reason, d.create, d.tick) == (
-        Outcome.SKIPPED, SkipReason.FORBID, None, None)
+        Outcome.SKIPPED, SkipReason.FORBID, None, T0 + H)
     assert world.status["lastScheduleTime"] == format_time(T0 + H)
     assert world.status["lastRunName"] == "hb-1772445600"
     assert world.status["totalRuns"] == 1
@@ -836,7 +839,6 @@ def test_trigger_does_not_swallow_an_unreconciled_edit() -> None:
     fired(world, T0)
     world.edit(schedule="*/5 * * * *")
     world.trigger(T0 + timedelta(minutes=32))
-    assert world.status["observedGeneration"] == 1
     d = world.step(T0 + timedelta(minutes=33))
     assert (d.outcome, d.create) == (Outcome.IDLE, None)  # the 10:30 tick predates the edit
 

@@ -378,7 +378,7 @@ texts = st.one_of(
 )
 
 
-@settings(max_examples=60, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@settings(max_examples=100, deadline=None, suppress_health_check=[HealthCheck.too_slow])
 @given(task=texts, memory=st.none() | texts, model=st.text(min_size=1, max_size=300),
        schedule_name=names, instance_name=names, manual=st.booleans(),
        include=st.booleans())

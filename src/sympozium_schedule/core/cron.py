@@ -2,9 +2,13 @@
 
 Three forms are accepted:
 
-* five-field cron (``*/5 * * * *``), evaluated in an IANA time zone with
-  Vixie cron's DST rule: a local time skipped by spring-forward fires once at
-  the jump, a local time repeated by fall-back fires once (the first time);
+* five-field cron (``*/5 * * * *``), evaluated in an IANA time zone. An
+  expression with a fixed minute and hour (``30 2 * * *``) follows Vixie
+  cron's DST rule: a local time skipped by spring-forward fires once at the
+  jump, a local time repeated by fall-back fires once (the first time). An
+  expression with a wildcard minute or hour fires at every real instant whose
+  local time matches, so it fires in both passes of a repeated hour, as in
+  every cron;
 * the macros ``@hourly @daily @midnight @weekly @monthly @yearly @annually``;
 * ``@every <duration>`` (``@every 30m``, ``@every 1h30m``, ``@every 10s``):
   ticks at ``anchor + k * interval`` (k >= 1), so they never drift however
@@ -19,7 +23,7 @@ from __future__ import annotations
 import itertools
 import re
 from dataclasses import dataclass
-from datetime import UTC, datetime, timedelta, tzinfo
+from datetime import UTC, datetime, timedelta, timezone, tzinfo
 from typing import Protocol
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
@@ -37,7 +41,8 @@ MACROS: dict[str, str] = {
     "@hourly": "0 * * * *",
 }
 
-_DURATION_PART = re.compile(r"(\d+)(h|m|s)")
+_DURATION_PART = re.compile(r"(\d{1,12})(h|m|s)")
+MAX_INTERVAL_SECONDS = 366 * 86400
 _SECOND = timedelta(seconds=1)
 
 
@@ -69,7 +74,10 @@ def load_zone(name: str, *, field: str = "spec.timeZone") -> tzinfo:
     """An IANA zone by name; ``UTC`` is special-cased as the fast path."""
     if name in ("UTC", "Etc/UTC", "Z"):
         return UTC
-    if not name or name.startswith(("/", ".")) or ".." in name or name != name.strip():
+    # Host-dependent names (the machine's local zone, posix/ and right/ variants)
+    # would make the same spec fire differently on different machines.
+    if (not name or name.startswith(("/", ".", "posix/", "right/")) or ".." in name
+            or name != name.strip() or name in ("localtime", "posixrules", "Factory")):
         raise SpecError(field, name, "not an IANA time zone name", reason="InvalidTimeZone")
     try:
         return ZoneInfo(name)
@@ -106,17 +114,64 @@ def parse_duration(
         raise SpecError(
             field, value_shown, "the interval must be at least 1s", reason="InvalidSchedule"
         )
+    if total > MAX_INTERVAL_SECONDS:
+        raise SpecError(
+            field, value_shown, "the interval must be at most 8784h (366 days); use a cron "
+            "expression for rarer schedules", reason="InvalidSchedule",
+        )
     return timedelta(seconds=total)
 
 
 @dataclass(frozen=True, slots=True)
 class CronSchedule:
+    """A five-field expression in a zone.
+
+    ``wall_clock`` expressions (a fixed minute and hour) follow Vixie cron's DST
+    rule through cronsim's local-time walk. For the others, cronsim's answer is
+    cross-checked with walks at a constant UTC offset on each side of a nearby
+    transition: in zones whose clocks move by 30 or 45 minutes (Lord Howe,
+    Chatham) its local walk can step over matches right after a fall-back.
+    Within one offset, local time is UTC plus a constant, so those walks are exact.
+    """
+
     expression: str
     fields: str
     zone: tzinfo
+    wall_clock: bool
 
-    def next_after(self, t: datetime) -> datetime | None:
-        _require_aware(t)
+    def _simple(self) -> bool:
+        return self.zone is UTC or self.wall_clock
+
+    def _offset(self, t: datetime) -> timedelta:
+        return t.astimezone(self.zone).utcoffset() or timedelta(0)
+
+    def _transition(self, a: datetime, b: datetime) -> datetime:
+        """The first second in (a, b] with b's offset (a and b have different offsets)."""
+        target = self._offset(b)
+        lo, hi = a, b
+        while hi - lo > _SECOND:
+            mid = floor_second(lo + (hi - lo) / 2)
+            if mid <= lo:
+                break
+            if self._offset(mid) == target:
+                hi = mid
+            else:
+                lo = mid
+        return hi
+
+    def _walk(self, t: datetime, tz: tzinfo, *, reverse: bool) -> datetime | None:
+        try:
+            return next(CronSim(self.fields, t.astimezone(tz), reverse=reverse)).astimezone(UTC)
+        except StopIteration:
+            return None
+
+    def _fixed(self, t: datetime, offset: timedelta, *, reverse: bool) -> datetime | None:
+        """The next (or previous) match at a constant offset, kept only if the zone
+        has that offset there (so the zone's local time matches as well)."""
+        found = self._walk(t, timezone(offset), reverse=reverse)
+        return found if found is not None and self._offset(found) == offset else None
+
+    def _zone_next(self, t: datetime) -> datetime | None:
         it = CronSim(self.fields, t.astimezone(self.zone))
         try:
             while True:
@@ -129,18 +184,46 @@ class CronSchedule:
         except StopIteration:
             return None
 
+    def next_after(self, t: datetime) -> datetime | None:
+        _require_aware(t)
+        first = self._zone_next(t)
+        if self._simple() or first is None:
+            return first
+        candidates = [first, self._fixed(t, self._offset(t), reverse=False)]
+        if self._offset(t) != self._offset(first):
+            start = max(self._transition(t, first) - _SECOND, t)
+            candidates.append(self._fixed(start, self._offset(first), reverse=False))
+        return min(c for c in candidates if c is not None and c > t)
+
+    def _latest_candidate(self, t: datetime) -> datetime | None:
+        start = floor_second(t) + _SECOND
+        candidate = self._walk(start, self.zone, reverse=True)
+        if self._simple():
+            return candidate
+        found = [c for c in (candidate,) if c is not None and c <= t]
+        here = self._offset(t)
+        raw = self._walk(start, timezone(here), reverse=True)
+        if raw is not None and self._offset(raw) == here:
+            found.append(raw)
+        elif raw is not None:
+            # The latest match at this offset lies before a transition: look with
+            # the offset in force just before the transition.
+            boundary = self._transition(raw, t)
+            other = self._fixed(boundary, self._offset(boundary - _SECOND), reverse=True)
+            if other is not None:
+                found.append(other)
+        return max((c for c in found if c <= t), default=None)
+
     def latest_at_or_before(self, t: datetime) -> datetime | None:
         _require_aware(t)
-        start = floor_second(t) + _SECOND
-        try:
-            candidate = next(CronSim(self.fields, start.astimezone(self.zone), reverse=True))
-        except StopIteration:
+        candidate = self._latest_candidate(t)
+        if candidate is None:
             return None
         # Reverse iteration never lands on the jump time of a skipped local hour,
         # which forward iteration fires; walk forward from the candidate so both
         # directions agree on the same set of fire times.
         latest: datetime | None = None
-        cursor = candidate.astimezone(UTC) - _SECOND
+        cursor = candidate - _SECOND
         while True:
             nxt = self.next_after(cursor)
             if nxt is None or nxt > t:
@@ -181,6 +264,7 @@ def compile_schedule(
     text = expression.strip()
     if not text:
         raise SpecError(field, expression, "empty schedule", reason="InvalidSchedule")
+    zone = load_zone(time_zone)  # for @every too: a bad field is an error wherever it is
     lowered = text.lower()
     if lowered.startswith("@every"):
         rest = text[len("@every"):]
@@ -191,7 +275,6 @@ def compile_schedule(
             )
         interval = parse_duration(rest.strip(), field=field, shown=expression)
         return IntervalSchedule(text, interval, floor_second(anchor.astimezone(UTC)))
-    zone = load_zone(time_zone)
     if lowered.startswith("@"):
         fields = MACROS.get(lowered)
         if fields is None:
@@ -220,7 +303,10 @@ def compile_schedule(
         next(probe)
     except StopIteration as exc:
         raise SpecError(field, expression, "never fires", reason="InvalidSchedule") from exc
-    return CronSchedule(text, fields, zone)
+    minute, hour = fields.split(" ")[:2]
+    # cronsim's own criterion for walking local wall time (Vixie cron's DST rule).
+    wall_clock = not minute.startswith("*") and not hour.startswith("*")
+    return CronSchedule(text, fields, zone, wall_clock)
 
 
 def upcoming(schedule: Schedule, after: datetime, count: int) -> list[datetime]:

@@ -162,7 +162,7 @@ def owned_runs(schedule: ScheduleView, runs: Sequence[RunView]) -> list[RunView]
 
 
 def history_to_prune(spec: ScheduleSpec, runs: Sequence[RunView]) -> list[str]:
-    """Finished runs beyond the history limits, oldest first."""
+    """Names of the finished runs beyond the history limits (the oldest of each kind)."""
     finished = sorted((r for r in runs if r.finished), key=lambda r: r.order_key, reverse=True)
     ok = [r.name for r in finished if r.succeeded]
     failed = [r.name for r in finished if not r.succeeded]
@@ -191,23 +191,23 @@ def _plan(spec: ScheduleSpec, active: Sequence[RunView], due: datetime,
     return _Plan(True, (), None, "")
 
 
-def _due_tick(schedule: ScheduleView, spec: ScheduleSpec, compiled: Schedule,
-              cursor: datetime | None, now: datetime) -> tuple[datetime | None, datetime]:
-    """The tick to handle now (if any) and the bound after which the next tick lies."""
+def _due_and_next(schedule: ScheduleView, spec: ScheduleSpec, compiled: Schedule,
+                  cursor: datetime | None, now: datetime) -> tuple[datetime | None, datetime | None]:
+    """The tick to handle now (if any) and the next fire time after it."""
     creation = schedule.meta.creation or _EPOCH
     latest = compiled.latest_at_or_before(now)
     if cursor is not None:
         due = latest if latest is not None and latest > cursor else None
-        return due, max(now, cursor)
+        return due, compiled.next_after(max(now, cursor))
     if spec.first_tick == "immediate":
         initial = floor_second(creation)
         if latest is not None and latest >= initial:
-            return latest, now
+            return latest, compiled.next_after(now)
         if initial <= now:
-            return initial, now
-        return None, initial - timedelta(microseconds=1)
+            return initial, compiled.next_after(now)
+        return None, initial  # our clock is behind the store's: the first run is due at creation
     due = latest if latest is not None and latest > creation else None
-    return due, max(now, creation)
+    return due, compiled.next_after(max(now, creation))
 
 
 def _error(builder: _StatusBuilder, exc: SpecError, hint: str) -> None:
@@ -281,8 +281,7 @@ def reconcile(
     b.condition(READY, "True", "Scheduled", "the schedule is valid and active",
                 note="Normal" if was_suspended else None)
 
-    due, bound = _due_tick(schedule, spec, compiled, cursor, now)
-    b.next_run_time = compiled.next_after(bound)
+    due, b.next_run_time = _due_and_next(schedule, spec, compiled, cursor, now)
     if due is None:
         return done(Outcome.IDLE, delete=prune, wake=b.next_run_time)
 
@@ -362,8 +361,14 @@ def trigger(
         b.notes.append(Note("Normal", "RunReplaced", plan.message))
     refs = [_ref(schedule.meta.namespace, r.name) for r in active if r.name not in plan.delete]
     refs.append(_ref(schedule.meta.namespace, name))
-    return Decision(b.build(refs), run, tick, plan.delete, tuple(b.notes),
-                    None, Outcome.FIRED)
+    status = b.build(refs)
+    # A manual run says nothing about whether the controller has seen the latest
+    # spec; advancing observedGeneration here would hide an edit from it.
+    if schedule.status.observed_generation is None:
+        status.pop("observedGeneration", None)
+    else:
+        status["observedGeneration"] = schedule.status.observed_generation
+    return Decision(status, run, tick, plan.delete, tuple(b.notes), None, Outcome.FIRED)
 
 
 def tick_failed(schedule: ScheduleView, decision: Decision, reason: str, message: str,

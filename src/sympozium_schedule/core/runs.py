@@ -28,7 +28,6 @@ from sympozium_schedule.core.naming import run_name
 # Skills that need a long-running server make no sense in a one-shot scheduled run.
 _SERVER_SKILLS = frozenset({"web-endpoint", "skillpack-web-endpoint"})
 _PROVIDER_HINTS = ("anthropic", "azure-openai", "bedrock", "lm-studio", "ollama", "openai")
-_SKILL_KEYS = ("skillPackRef", "configMapRef", "params")
 
 
 def compose_task(task: str, memory: str | None, *, include_memory: bool) -> str:
@@ -53,10 +52,12 @@ def _auth_refs(instance: dict[str, Any]) -> list[dict[str, Any]]:
 
 def resolve_provider(instance: dict[str, Any]) -> str:
     """Which LLM provider the instance uses, by Sympozium's precedence."""
-    annotations = _mapping(_mapping(instance.get("metadata")).get("annotations"))
-    explicit = annotations.get(ANNOTATION_PROVIDER)
-    if isinstance(explicit, str) and explicit:
-        return explicit
+    meta = _mapping(instance.get("metadata"))
+    # Sympozium's Ensemble controller sets it as a label; an annotation is accepted too.
+    for source in (_mapping(meta.get("labels")), _mapping(meta.get("annotations"))):
+        explicit = source.get(ANNOTATION_PROVIDER)
+        if isinstance(explicit, str) and explicit:
+            return explicit
     refs = _auth_refs(instance)
     for ref in refs:
         provider = ref.get("provider")
@@ -111,16 +112,32 @@ def _model_spec(instance: dict[str, Any], model: str) -> dict[str, Any]:
     return spec
 
 
+def _skill(raw: object) -> dict[str, Any] | None:
+    """A skill reference the AgentRun schema accepts, or None.
+
+    The embedded store does not enforce the instance CRD, so a malformed entry
+    is dropped here rather than producing a run the API would refuse.
+    """
+    if not isinstance(raw, dict):
+        return None
+    kept: dict[str, Any] = {}
+    for key in ("skillPackRef", "configMapRef"):
+        value = raw.get(key)
+        if isinstance(value, str) and value:
+            kept[key] = value
+    params = raw.get("params")
+    if isinstance(params, dict) and params and all(
+            isinstance(k, str) and isinstance(v, str) for k, v in params.items()):
+        kept["params"] = dict(params)
+    if kept.get("skillPackRef") in _SERVER_SKILLS or not kept:
+        return None
+    return kept
+
+
 def _skills(instance: dict[str, Any]) -> list[dict[str, Any]]:
     raw = _mapping(instance.get("spec")).get("skills")
-    out: list[dict[str, Any]] = []
-    for skill in raw if isinstance(raw, list) else []:
-        if not isinstance(skill, dict) or skill.get("skillPackRef") in _SERVER_SKILLS:
-            continue
-        kept = {k: skill[k] for k in _SKILL_KEYS if k in skill}
-        if kept:
-            out.append(kept)
-    return out
+    kept = (_skill(s) for s in (raw if isinstance(raw, list) else []))
+    return [s for s in kept if s is not None]
 
 
 def build_agent_run(
