@@ -16,6 +16,7 @@ from sympozium_schedule.core.model import (
     is_label_value,
 )
 from sympozium_schedule.core.runs import (
+    RunTemplate,
     build_agent_run,
     compose_task,
     instance_model,
@@ -42,9 +43,9 @@ def build(inst: dict[str, Any] | None = None, *, memory: str | None = None,
     view = ScheduleView.of(schedule(name=name, created=CREATED, **spec))
     assert view.spec is not None, view.spec_error
     inst = instance() if inst is None else inst
-    model = instance_model(inst)
-    assert model is not None
-    return build_agent_run(view, view.spec, inst, model, memory, TICK, manual=manual)
+    template = RunTemplate.of(inst)
+    assert template.model is not None
+    return build_agent_run(view, view.spec, template, memory, TICK, manual=manual)
 
 
 def assert_valid_agent_run(run: dict[str, Any]) -> None:
@@ -104,9 +105,8 @@ def test_sympozium_samples_make_a_valid_agent_run() -> None:
     view = ScheduleView.of(sample)
     assert view.spec is not None, view.spec_error
     inst = load_sample("sympoziuminstance_sample.yaml")
-    model = instance_model(inst)
-    assert model == "gpt-4o"
-    run = build_agent_run(view, view.spec, inst, model, "notes", TICK)
+    assert instance_model(inst) == "gpt-4o"
+    run = build_agent_run(view, view.spec, RunTemplate.of(inst), "notes", TICK)
     assert_valid_agent_run(run)
     assert run["spec"]["skills"] == [{"skillPackRef": "k8s-ops"}]
     assert run["spec"]["model"]["provider"] == "github"  # the first authRef naming one
@@ -391,7 +391,7 @@ def test_any_task_model_and_names_make_a_valid_agent_run(
                                     instanceRef=instance_name, task=task,
                                     includeMemory=include))
     assert isinstance(view.spec, ScheduleSpec), view.spec_error
-    run = build_agent_run(view, view.spec, inst, model, memory, TICK, manual=manual)
+    run = build_agent_run(view, view.spec, RunTemplate.of(inst), memory, TICK, manual=manual)
     assert_valid_agent_run(run)
     assert run["spec"]["model"]["model"] == model
     assert run["spec"]["task"].endswith(task)

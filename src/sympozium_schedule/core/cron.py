@@ -24,6 +24,7 @@ import itertools
 import re
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta, timezone, tzinfo
+from functools import lru_cache
 from typing import Protocol
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
@@ -186,6 +187,9 @@ class CronSchedule:
 
     def next_after(self, t: datetime) -> datetime | None:
         _require_aware(t)
+        return _next_memo(self, t.astimezone(UTC))  # one key per instant, whatever its zone
+
+    def _next_uncached(self, t: datetime) -> datetime | None:
         first = self._zone_next(t)
         if self._simple() or first is None:
             return first
@@ -216,6 +220,9 @@ class CronSchedule:
 
     def latest_at_or_before(self, t: datetime) -> datetime | None:
         _require_aware(t)
+        return _latest_memo(self, t.astimezone(UTC))
+
+    def _latest_uncached(self, t: datetime) -> datetime | None:
         candidate = self._latest_candidate(t)
         if candidate is None:
             return None
@@ -230,6 +237,19 @@ class CronSchedule:
                 return latest
             latest = nxt
             cursor = nxt
+
+
+# Many schedules share an expression, and a burst asks the same question of
+# all of them (the next fire after the same tick): answer it once. Pure
+# functions of (schedule, instant), so memoising cannot change a result.
+@lru_cache(maxsize=16384)
+def _next_memo(schedule: CronSchedule, t: datetime) -> datetime | None:
+    return schedule._next_uncached(t)
+
+
+@lru_cache(maxsize=4096)
+def _latest_memo(schedule: CronSchedule, t: datetime) -> datetime | None:
+    return schedule._latest_uncached(t)
 
 
 @dataclass(frozen=True, slots=True)
@@ -266,15 +286,22 @@ def compile_schedule(
         raise SpecError(field, expression, "empty schedule", reason="InvalidSchedule")
     zone = load_zone(time_zone)  # for @every too: a bad field is an error wherever it is
     lowered = text.lower()
-    if lowered.startswith("@every"):
-        rest = text[len("@every"):]
-        if not rest[:1].isspace():
-            raise SpecError(
-                field, expression, "write @every <duration>, e.g. @every 30m",
-                reason="InvalidSchedule",
-            )
-        interval = parse_duration(rest.strip(), field=field, shown=expression)
-        return IntervalSchedule(text, interval, floor_second(anchor.astimezone(UTC)))
+    if not lowered.startswith("@every"):
+        return _compile_cron(text, zone, expression, field)
+    rest = text[len("@every"):]
+    if not rest[:1].isspace():
+        raise SpecError(
+            field, expression, "write @every <duration>, e.g. @every 30m",
+            reason="InvalidSchedule",
+        )
+    interval = parse_duration(rest.strip(), field=field, shown=expression)
+    return IntervalSchedule(text, interval, floor_second(anchor.astimezone(UTC)))
+
+
+@lru_cache(maxsize=2048)
+def _compile_cron(text: str, zone: tzinfo, expression: str, field: str) -> CronSchedule:
+    """Parse and check a five-field expression or macro (cached: parsing is the slow part)."""
+    lowered = text.lower()
     if lowered.startswith("@"):
         fields = MACROS.get(lowered)
         if fields is None:

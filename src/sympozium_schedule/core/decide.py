@@ -16,7 +16,7 @@ moves the cursor to ``now``: ticks from before the change are never replayed.
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, replace
 from datetime import UTC, datetime, timedelta
 from enum import StrEnum
@@ -34,7 +34,7 @@ from sympozium_schedule.core.model import (
     format_time,
 )
 from sympozium_schedule.core.naming import run_name
-from sympozium_schedule.core.runs import build_agent_run, instance_model
+from sympozium_schedule.core.runs import RunTemplate, build_agent_run
 
 READY = "Ready"
 TICK_SKIPPED = "TickSkipped"
@@ -193,21 +193,31 @@ def _plan(spec: ScheduleSpec, active: Sequence[RunView], due: datetime,
 
 def _due_and_next(schedule: ScheduleView, spec: ScheduleSpec, compiled: Schedule,
                   cursor: datetime | None, now: datetime) -> tuple[datetime | None, datetime | None]:
-    """The tick to handle now (if any) and the next fire time after it."""
+    """The tick to handle now (if any) and the next fire time after it.
+
+    Written to cost one or two forward queries in the common cases (nothing due;
+    exactly one tick due) and to look backwards only after a gap of several
+    missed ticks, because this runs for every schedule on every fire and start.
+    """
     creation = schedule.meta.creation or _EPOCH
-    latest = compiled.latest_at_or_before(now)
-    if cursor is not None:
-        due = latest if latest is not None and latest > cursor else None
-        return due, compiled.next_after(max(now, cursor))
-    if spec.first_tick == "immediate":
-        initial = floor_second(creation)
-        if latest is not None and latest >= initial:
-            return latest, compiled.next_after(now)
-        if initial <= now:
-            return initial, compiled.next_after(now)
-        return None, initial  # our clock is behind the store's: the first run is due at creation
-    due = latest if latest is not None and latest > creation else None
-    return due, compiled.next_after(max(now, creation))
+    initial: datetime | None = None
+    if cursor is None:
+        if spec.first_tick == "immediate":
+            initial = floor_second(creation)
+            if initial > now:  # our clock is behind the store's: due at creation
+                return None, initial
+            cursor = initial - timedelta(microseconds=1)  # the creation tick itself counts
+        else:
+            cursor = creation
+    upcoming_tick = compiled.next_after(cursor)
+    if upcoming_tick is None or upcoming_tick > now:
+        if initial is not None:
+            return initial, upcoming_tick
+        return None, upcoming_tick
+    following = compiled.next_after(upcoming_tick)
+    if following is None or following > now:
+        return upcoming_tick, following
+    return compiled.latest_at_or_before(now), compiled.next_after(now)
 
 
 def _error(builder: _StatusBuilder, exc: SpecError, hint: str) -> None:
@@ -219,11 +229,14 @@ def _error(builder: _StatusBuilder, exc: SpecError, hint: str) -> None:
 def reconcile(
     schedule: ScheduleView,
     runs: Sequence[RunView],
-    instance: dict[str, Any] | None,
+    instance: Mapping[str, Any] | RunTemplate | None,
     memory: str | None,
     now: datetime,
 ) -> Decision:
-    """Decide what this schedule needs at ``now``. Pure; see the module docstring."""
+    """Decide what this schedule needs at ``now``. Pure; see the module docstring.
+
+    ``instance`` is the SympoziumInstance (or the :class:`RunTemplate` derived
+    from it, which callers cache per instance version)."""
     b = _StatusBuilder(schedule, now)
     mine = owned_runs(schedule, runs)
     active = sorted((r for r in mine if not r.finished), key=lambda r: r.order_key)
@@ -264,8 +277,8 @@ def reconcile(
                             f"{schedule.meta.namespace!r}", reason="InstanceNotFound"),
                "create the instance or point spec.instanceRef at an existing one")
         return done(Outcome.ERROR, delete=prune)
-    model = instance_model(instance)
-    if model is None:
+    template = RunTemplate.of(instance)
+    if template.model is None:
         _error(b, SpecError("spec.instanceRef", spec.instance_ref,
                             "the SympoziumInstance has no spec.agents.default.model",
                             reason="InstanceInvalid"),
@@ -305,7 +318,7 @@ def reconcile(
                             "TickSkipped", plan.message))
         return done(Outcome.SKIPPED, delete=prune, wake=b.next_run_time, skip=plan.skip, tick=due)
 
-    run = build_agent_run(schedule, spec, instance, model, memory, due)
+    run = build_agent_run(schedule, spec, template, memory, due)
     name = run["metadata"]["name"]
     b.last_run_time = due
     b.last_run_name = name
@@ -325,7 +338,7 @@ def reconcile(
 def trigger(
     schedule: ScheduleView,
     runs: Sequence[RunView],
-    instance: dict[str, Any] | None,
+    instance: Mapping[str, Any] | RunTemplate | None,
     memory: str | None,
     now: datetime,
 ) -> Decision:
@@ -340,8 +353,8 @@ def trigger(
         raise TriggerRefused(
             f"SympoziumInstance {spec.instance_ref!r} not found in namespace "
             f"{schedule.meta.namespace!r}")
-    model = instance_model(instance)
-    if model is None:
+    template = RunTemplate.of(instance)
+    if template.model is None:
         raise TriggerRefused(
             f"SympoziumInstance {spec.instance_ref!r} has no spec.agents.default.model")
     b = _StatusBuilder(schedule, now)
@@ -351,7 +364,7 @@ def trigger(
     plan = _plan(spec.model_copy(update={"starting_deadline_seconds": None}), active, tick, now)
     if not plan.fire:
         raise TriggerRefused(plan.message.replace(f"skipped the {format_time(tick)} tick: ", ""))
-    run = build_agent_run(schedule, spec, instance, model, memory, tick, manual=True)
+    run = build_agent_run(schedule, spec, template, memory, tick, manual=True)
     name = run["metadata"]["name"]
     b.last_run_time = tick
     b.last_run_name = name

@@ -82,11 +82,8 @@ def check_name(value: object, *, field_path: str, max_length: int = 253) -> str:
 
 def format_time(t: datetime) -> str:
     """RFC 3339 in UTC with a ``Z``; sub-second digits only when present."""
-    utc = t.astimezone(UTC)
-    text = utc.strftime("%Y-%m-%dT%H:%M:%S")
-    if utc.microsecond:
-        text += f".{utc.microsecond:06d}"
-    return text + "Z"
+    utc = t if t.tzinfo is UTC else t.astimezone(UTC)
+    return utc.replace(tzinfo=None).isoformat() + "Z"  # isoformat: C speed, on the fire path
 
 
 def parse_time(value: object) -> datetime | None:

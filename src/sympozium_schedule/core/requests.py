@@ -184,7 +184,8 @@ def plan(request: ScheduleRequest, who: Identity, existing: dict[str, Any] | Non
                         f"{'suspended' if want else 'active'}; nothing changed")
         spec = dict(existing.get("spec") or {}) | {"suspend": want}
         obj = _with_spec(existing, spec)
-        return Plan("update", name, f"{request.action}d schedule {name!r}: {_summary(obj, now)}", obj)
+        done_word = "suspended" if want else "resumed"
+        return Plan("update", name, f"{done_word} schedule {name!r}: {_summary(obj, now)}", obj)
 
     changes = request.changes()
     if existing is None:

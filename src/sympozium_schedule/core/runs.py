@@ -7,6 +7,8 @@ The model settings come from the instance (``spec.agents.default`` and
 
 from __future__ import annotations
 
+from collections.abc import Mapping
+from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
 
@@ -140,11 +142,43 @@ def _skills(instance: dict[str, Any]) -> list[dict[str, Any]]:
     return [s for s in kept if s is not None]
 
 
+@dataclass(frozen=True, slots=True)
+class RunTemplate:
+    """What an instance contributes to every run it gets: derived once per
+    instance version, not once per fire. ``model`` is None when the instance
+    names no model (the schedule then reports InstanceInvalid)."""
+
+    model: str | None
+    spec: dict[str, Any]  # read-only: shared by the runs built from it
+
+    @classmethod
+    def of(cls, instance: Mapping[str, Any] | RunTemplate) -> RunTemplate:
+        if isinstance(instance, RunTemplate):
+            return instance
+        inst = dict(instance)
+        model = instance_model(inst)
+        spec: dict[str, Any] = {}
+        if model is not None:
+            spec["model"] = _model_spec(inst, model)
+        skills = _skills(inst)
+        if skills:
+            spec["skills"] = skills
+        pull = _mapping(inst.get("spec")).get("imagePullSecrets")
+        if isinstance(pull, list):
+            secrets = [{"name": p["name"]} for p in pull
+                       if isinstance(p, dict) and isinstance(p.get("name"), str)]
+            if secrets:
+                spec["imagePullSecrets"] = secrets
+        lifecycle = _default_agent(inst).get("lifecycle")
+        if isinstance(lifecycle, dict) and lifecycle:
+            spec["lifecycle"] = lifecycle
+        return cls(model, spec)
+
+
 def build_agent_run(
     schedule: ScheduleView,
     spec: ScheduleSpec,
-    instance: dict[str, Any],
-    model: str,
+    template: RunTemplate,
     memory: str | None,
     tick: datetime,
     *,
@@ -161,21 +195,8 @@ def build_agent_run(
         "agentId": f"schedule-{meta.name}",
         "sessionKey": name,
         "task": compose_task(spec.task, memory, include_memory=spec.include_memory),
-        "model": _model_spec(instance, model),
     }
-    skills = _skills(instance)
-    if skills:
-        run_spec["skills"] = skills
-    inst_spec = _mapping(instance.get("spec"))
-    pull = inst_spec.get("imagePullSecrets")
-    if isinstance(pull, list):
-        secrets = [{"name": p["name"]} for p in pull if isinstance(p, dict)
-                   and isinstance(p.get("name"), str)]
-        if secrets:
-            run_spec["imagePullSecrets"] = secrets
-    lifecycle = _default_agent(instance).get("lifecycle")
-    if isinstance(lifecycle, dict) and lifecycle:
-        run_spec["lifecycle"] = lifecycle
+    run_spec.update(template.spec)
     owner: dict[str, Any] = {
         "apiVersion": API_VERSION,
         "kind": Kind.SCHEDULE.value,

@@ -8,7 +8,7 @@ opaque string; writes that carry one are conditional (optimistic concurrency).
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator, Mapping
+from collections.abc import AsyncIterator, Callable, Mapping
 from dataclasses import dataclass
 from enum import StrEnum
 from typing import Any, Protocol
@@ -18,6 +18,9 @@ from sympozium_schedule.core.model import Kind
 Obj = dict[str, Any]
 # Equality selectors; a None value means "the label is present, any value".
 Labels = Mapping[str, str | None]
+
+
+Known = Callable[[str, str], str | None]
 
 
 def labels_match(obj: Obj, labels: Labels | None) -> bool:
@@ -124,10 +127,14 @@ class Store(Protocol):
 
     def watch(
         self, kind: Kind, *, resource_version: str, namespace: str | None = None,
-        labels: Labels | None = None,
+        labels: Labels | None = None, known: Known | None = None,
     ) -> AsyncIterator[WatchEvent]:
         """Changes after ``resource_version``; raises :class:`Expired` when it is too old.
-        The iterator may end (a dropped connection): the caller watches again."""
+        The iterator may end (a dropped connection): the caller watches again.
+
+        ``known(namespace, name)`` returns the resourceVersion the caller already
+        holds; an adapter may skip an ADDED/MODIFIED it can tell is not newer
+        (the echo of the caller's own write) without decoding it."""
         ...
 
     async def create(self, obj: Obj) -> Obj:

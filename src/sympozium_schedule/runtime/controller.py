@@ -21,7 +21,6 @@ import asyncio
 import contextlib
 import heapq
 import random
-from collections.abc import Awaitable
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 from typing import Any, Protocol
@@ -151,10 +150,16 @@ class Controller:
         self.mark(key)
 
     def _on_run(self, change: EventType, obj: Obj) -> None:
+        key = self._index_run(change, obj)
+        if key is not None:
+            self.mark(key)
+
+    def _index_run(self, change: EventType, obj: Obj) -> Key | None:
+        """Keep runs-by-schedule current; returns the schedule's key."""
         labels = (obj.get("metadata") or {}).get("labels") or {}
         schedule = labels.get(LABEL_SCHEDULE)
         if not schedule:
-            return
+            return None
         ns, name = key_of(obj)
         key = (ns, schedule)
         names = self._runs_by_schedule.setdefault(key, set())
@@ -162,7 +167,7 @@ class Controller:
             names.discard(name)
         else:
             names.add(name)
-        self.mark(key)
+        return key
 
     def _on_instance(self, change: EventType, obj: Obj) -> None:
         for key in list(self._schedules_by_instance.get(key_of(obj), ())):
@@ -261,21 +266,42 @@ class Controller:
                 self._timer.cancel()
 
     async def _pass(self) -> None:
+        """Decide for every dirty schedule and execute the decisions.
+
+        Deciding and writing are interleaved (a decision starts executing as soon
+        as it is made, up to ``max_in_flight`` at once) so the store works while
+        the next decisions are computed; decisions with nothing to write cost no
+        task at all.
+        """
         keys, self._dirty = self._dirty, set()
         now = self.clock()
-        work: list[Awaitable[None]] = []
+        limit = asyncio.Semaphore(self.settings.max_in_flight)
+        running: set[asyncio.Task[None]] = set()
+
+        def finished(task: asyncio.Task[None]) -> None:
+            running.discard(task)
+            limit.release()
+
         for key in keys:
             planned = self._decide(key, now)
-            if planned is not None:
-                work.append(self._execute(key, *planned, now))
-        limit = asyncio.Semaphore(self.settings.max_in_flight)
+            if planned is None:
+                continue
+            obj, view, decision = planned
+            if self._nothing_to_write(obj, decision):
+                self._arm(key, decision.wake_at)
+                self._retries.pop(key, None)
+                continue
+            await limit.acquire()
+            task = asyncio.create_task(self._execute(key, obj, view, decision, now))
+            running.add(task)
+            task.add_done_callback(finished)
+        if running:
+            await asyncio.gather(*running)
 
-        async def bounded(job: Awaitable[None]) -> None:
-            async with limit:
-                await job
-
-        if work:
-            await asyncio.gather(*(bounded(job) for job in work))
+    @staticmethod
+    def _nothing_to_write(obj: Obj, decision: Decision) -> bool:
+        return (decision.create is None and not decision.delete and not decision.notes
+                and not diff_patch(obj.get("status") or {}, decision.status, MANAGED_STATUS_KEYS))
 
     def _view(self, key: Key, obj: Obj) -> ScheduleView:
         rv = str((obj.get("metadata") or {}).get("resourceVersion"))
@@ -361,7 +387,7 @@ class Controller:
             existing = await self.store.get(ref)
             owners = ObjectView.of(existing).owner_uids
             if view.meta.uid in owners:
-                self.runs.observe(existing)  # a fire cut short earlier: it counts as done
+                self._observe_run(existing)  # a fire cut short earlier: it counts as done
                 return decision
             holder = ", ".join(owners) or "no schedule"
             return tick_failed(view, decision, "RunNameTaken",
@@ -369,15 +395,22 @@ class Controller:
                                f"{holder}; delete or rename it", now)
         except Invalid as exc:
             return tick_failed(view, decision, "RunRejected", f"the store refused the run: {exc}", now)
-        self.runs.observe(created)
+        self._observe_run(created)
         self.metrics.store_writes.labels("create").inc()
         return decision
+
+    def _observe_run(self, run: Obj) -> None:
+        self.runs.observe(run, notify=False)
+        self._index_run(EventType.ADDED, run)
 
     async def _delete_run(self, namespace: str, name: str) -> None:
         with contextlib.suppress(NotFound):
             await self.store.delete(Ref(Kind.AGENT_RUN, namespace, name))
             self.metrics.store_writes.labels("delete").inc()
-        self.runs.forget(namespace, name)
+        gone = self.runs.get(namespace, name)
+        self.runs.forget(namespace, name, notify=False)
+        if gone is not None:
+            self._index_run(EventType.DELETED, gone)
 
     async def _write_status(self, obj: Obj, status: dict[str, Any]) -> None:
         patch = diff_patch(obj.get("status") or {}, status, MANAGED_STATUS_KEYS)
@@ -387,7 +420,7 @@ class Controller:
         updated = await self.store.patch_status(
             Ref.of(obj), patch, resource_version=meta.get("resourceVersion"))
         self.metrics.store_writes.labels("status").inc()
-        self.schedules.observe(updated)
+        self.schedules.observe(updated, notify=False)
 
     def _account(self, obj: Obj, decision: Decision, blog: Any) -> None:
         if decision.outcome is Outcome.FIRED and decision.create is not None:

@@ -50,6 +50,11 @@ def _rv(obj: Obj) -> int | None:
         return None
 
 
+def _same_version(a: Obj, b: Obj) -> bool:
+    version = _rv(a)
+    return version is not None and version == _rv(b)
+
+
 def is_newer(new: Obj, old: Obj) -> bool:
     """Whether ``new`` supersedes ``old``. Kubernetes calls resourceVersions opaque,
     but both etcd and our SQLite store issue increasing integers; when either is
@@ -94,19 +99,29 @@ class Informer:
             except Exception:
                 log.exception("informer handler failed", kind=self.kind.value)
 
-    def observe(self, obj: Obj) -> None:
-        """Apply an object this process just wrote (write-through)."""
+    def _held(self, namespace: str, name: str) -> str | None:
+        obj = self.cache.get((namespace, name))
+        if obj is None:
+            return None
+        version = (obj.get("metadata") or {}).get("resourceVersion")
+        return str(version) if version is not None else None
+
+    def observe(self, obj: Obj, *, notify: bool = True) -> None:
+        """Apply an object this process just wrote (write-through). A writer that
+        already knows what it changed passes ``notify=False``: handlers would only
+        hand it back its own write."""
         key = key_of(obj)
         old = self.cache.get(key)
         if old is not None and not is_newer(obj, old):
             return
         self.cache[key] = obj
-        self._emit(EventType.MODIFIED if old else EventType.ADDED, obj)
+        if notify:
+            self._emit(EventType.MODIFIED if old else EventType.ADDED, obj)
 
-    def forget(self, namespace: str, name: str) -> None:
+    def forget(self, namespace: str, name: str, *, notify: bool = True) -> None:
         """Drop an object this process just deleted."""
         old = self.cache.pop((namespace, name), None)
-        if old is not None:
+        if old is not None and notify:
             self._emit(EventType.DELETED, old)
 
     def _apply(self, change: EventType, obj: Obj) -> None:
@@ -119,7 +134,7 @@ class Informer:
                 del self.cache[key]
                 self._emit(EventType.DELETED, old)
             return
-        if old is not None and (not is_newer(obj, old) or _rv(obj) == _rv(old) is not None):
+        if old is not None and (not is_newer(obj, old) or _same_version(obj, old)):
             return  # older than what we hold, or the echo of our own write
         self.cache[key] = obj
         self._emit(change, obj)
@@ -155,7 +170,7 @@ class Informer:
                             self.synced.set()
                     async for event in self.store.watch(
                         self.kind, resource_version=version, namespace=namespace,
-                        labels=self.labels,
+                        labels=self.labels, known=self._held,
                     ):
                         self._apply(event.type, event.object)
                         version = (event.object.get("metadata") or {}).get(
