@@ -28,27 +28,11 @@ from sympozium_schedule.ports.store import Obj
 from sympozium_schedule.runtime.bridge import Bridge, BridgeSettings
 from sympozium_schedule.runtime.controller import Controller, ControllerSettings
 from sympozium_schedule.runtime.metrics import Metrics
+from sympozium_schedule.runtime.paths import store_path
 from sympozium_schedule.runtime.router import Router, RouterSettings
-from sympozium_schedule.runtime.runner import DEMO_AGENT, LocalRunner, RunnerSettings
+from sympozium_schedule.runtime.runner import DEMO_AGENT, BridgeFactory, LocalRunner, RunnerSettings
 
 log = structlog.get_logger("app")
-
-DATA_DIR_ENV = "SYMPOZIUM_DATA_DIR"
-
-
-def default_data_dir() -> Path:
-    """``$SYMPOZIUM_DATA_DIR``, else ``$XDG_DATA_HOME/sympozium-schedule``
-    (``~/.local/share/sympozium-schedule``)."""
-    env = os.environ.get(DATA_DIR_ENV)
-    if env:
-        return Path(env)
-    base = os.environ.get("XDG_DATA_HOME") or str(Path.home() / ".local" / "share")
-    return Path(base) / "sympozium-schedule"
-
-
-def store_path(data_dir: Path) -> Path:
-    return data_dir / "store.db"
-
 
 class DataDirBusy(Exception):
     pass
@@ -156,15 +140,15 @@ async def run_embedded(settings: EmbeddedSettings) -> None:
                 await nats_server.stop()
 
 
-def bridge_for(nats_url: str, limits: Limits) -> Callable[[Obj, Path], Coroutine[Any, Any, None]]:
+def bridge_for(nats_url: str, limits: Limits) -> BridgeFactory:
     """The runner starts one IPC bridge per run, in-process, as Sympozium starts a sidecar."""
 
-    async def start(run: Obj, ipc: Path) -> None:
+    async def start(run: Obj, ipc: Path, stop: asyncio.Event) -> None:
         meta, spec = run.get("metadata") or {}, run.get("spec") or {}
         await Bridge(BridgeSettings(
             ipc_path=ipc, agent_run_id=str(meta.get("name")), instance=str(spec.get("instanceRef")),
             namespace=str(meta.get("namespace") or "default"), nats_url=nats_url,
-            max_request_bytes=limits.max_request_bytes)).run()
+            max_request_bytes=limits.max_request_bytes)).run(stop)
 
     return start
 

@@ -71,34 +71,73 @@ class Bridge:
             self._queued.add(path.name)
             self._queue.put_nowait(path)
 
-    async def run(self, stop: asyncio.Event | None = None) -> None:
+    async def run(self, stop: asyncio.Event | None = None, *, drain_timeout: float = 10.0) -> None:
+        """Forward requests until ``stop`` is set, then send what is still queued
+        (for up to ``drain_timeout`` seconds) and return."""
         stop = stop or asyncio.Event()
+        watching = asyncio.Event()
         blog = log.bind(run=self.settings.agent_run_id, instance=self.settings.instance)
         blog.info("bridge watching", folder=str(self.folder.dir))
-        watcher = asyncio.create_task(self._watch(stop))
+        watcher = asyncio.create_task(self._watch(watching))
+        publisher: asyncio.Task[None] | None = None
         try:
-            self._bus = await Bus.connect_retrying(self.settings.nats_url,
-                                                   name=f"ipc-bridge-{self.settings.agent_run_id}")
+            connect = asyncio.create_task(Bus.connect_retrying(
+                self.settings.nats_url, name=f"ipc-bridge-{self.settings.agent_run_id}"))
+            stopped = asyncio.create_task(stop.wait())
+            await asyncio.wait({connect, stopped}, return_when=asyncio.FIRST_COMPLETED)
+            if not connect.done():
+                await asyncio.wait({connect}, timeout=drain_timeout)
+            if not connect.done():
+                connect.cancel()
+                self._scan()
+                blog.warning("bridge stopped before NATS was reachable; requests left unsent",
+                             pending=self._queue.qsize())
+                return
+            stopped.cancel()
+            self._bus = connect.result()
             await self._follow_results()
             publisher = asyncio.create_task(self._publish_loop())
-            stopped = asyncio.create_task(stop.wait())
-            await asyncio.wait({publisher, stopped, watcher}, return_when=asyncio.FIRST_COMPLETED)
-            publisher.cancel()
-            stopped.cancel()
+            await stop.wait()
+            self._scan()  # anything written just before the agent exited
+            try:
+                async with asyncio.timeout(drain_timeout):
+                    await self._queue.join()
+            except TimeoutError:
+                blog.warning("bridge stopped with requests unsent", pending=self._queue.qsize())
         finally:
-            stop.set()
-            watcher.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await watcher
+            watching.set()
+            for task in (watcher, publisher):
+                if task is not None:
+                    task.cancel()
+                    with contextlib.suppress(asyncio.CancelledError):
+                        await task
             if self._bus is not None:
                 await self._bus.close()
 
-    async def _watch(self, stop: asyncio.Event) -> None:
+    def _scan(self) -> None:
         for path in self.folder.pending():
             self._enqueue(path)
-        async for paths in self.folder.arrivals(stop):
-            for path in paths:
-                self._enqueue(path)
+
+    async def _watch(self, stop: asyncio.Event) -> None:
+        """Queue request files as they appear. The folder is scanned after the
+        watcher starts and every few seconds, so a file written while the watcher
+        was starting (or an event the kernel dropped) is still picked up."""
+        self._scan()
+        arrivals = self.folder.arrivals(stop)
+
+        async def rescan() -> None:
+            while True:
+                await asyncio.sleep(0.5)
+                self._scan()
+                await asyncio.sleep(4.5)
+
+        rescanner = asyncio.create_task(rescan())
+        try:
+            async for paths in arrivals:
+                for path in paths:
+                    self._enqueue(path)
+        finally:
+            rescanner.cancel()
 
     async def _follow_results(self) -> None:
         assert self._bus is not None
@@ -132,6 +171,7 @@ class Bridge:
                 await self._publish_file(path)
             finally:
                 self._queued.discard(path.name)
+                self._queue.task_done()
 
     async def _publish_file(self, path: Path) -> None:
         assert self._bus is not None

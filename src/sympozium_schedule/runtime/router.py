@@ -169,7 +169,9 @@ class Router:
             namespace = await self._namespace_of(instance)
         if not is_dns1123_label(namespace):
             raise Malformed(f"metadata.namespace {namespace!r} is not a namespace name")
-        request_id = (delivery.headers.get(MSG_ID) or meta.get("requestId")
+        # The bridge's request id names the request; the message id only names one
+        # publication of it (another bridge, or a republish, may pick another).
+        request_id = (meta.get("requestId") or delivery.headers.get(MSG_ID)
                       or f"{namespace}/{run}/seq-{delivery.stream_seq}")
         request_file = meta.get("requestFile")
         return _Request(Identity(namespace, instance, run), str(request_id),

@@ -51,8 +51,9 @@ DEMO_AGENT = (sys.executable, "-m", "sympozium_schedule.agents.demo")
 _MAX_RESULT = 32 * 1024
 _KILL_GRACE = 3.0
 
-# Starts the IPC bridge for a run (issue: self-scheduling); returns when the run ends.
-BridgeFactory = Callable[[Obj, Path], Coroutine[Any, Any, None]]
+# Runs the IPC bridge of one run until the event is set, then lets it send what is
+# still queued and return.
+BridgeFactory = Callable[[Obj, Path, asyncio.Event], Coroutine[Any, Any, None]]
 
 
 @dataclass(frozen=True, slots=True)
@@ -242,8 +243,9 @@ class LocalRunner:
         log_file = ipc.parent / "agent.log"
         blog.info("run started", command=self.settings.agent_command[-1], timeout=str(timeout))
         bridge_task: asyncio.Task[None] | None = None
+        bridge_stop = asyncio.Event()
         if self.bridge is not None:
-            bridge_task = asyncio.create_task(self.bridge(running, ipc))
+            bridge_task = asyncio.create_task(self.bridge(running, ipc, bridge_stop))
         exit_code: int | None = None
         error = ""
         try:
@@ -262,10 +264,12 @@ class LocalRunner:
         except OSError as exc:
             error = f"could not start the agent command {self.settings.agent_command!r}: {exc}"
         finally:
+            # The bridge sends what the agent wrote last, in the background: the
+            # run's status does not wait for NATS.
+            bridge_stop.set()
             if bridge_task is not None:
-                bridge_task.cancel()
-                with contextlib.suppress(asyncio.CancelledError, Exception):
-                    await bridge_task
+                self._tasks.add(bridge_task)
+                bridge_task.add_done_callback(self._tasks.discard)
         if tracked.cancelled:
             blog.info("run cancelled (its AgentRun was deleted)")
             return

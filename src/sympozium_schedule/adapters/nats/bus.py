@@ -98,6 +98,9 @@ class Bus:
             nc = await nats.connect(
                 servers=[url], name=name, connect_timeout=timeout, allow_reconnect=True,
                 max_reconnect_attempts=-1, reconnect_time_wait=0.5, error_cb=quiet,
+                # nats-py waits 30 s by default for a drain; a pull subscription's
+                # late status messages can hold it that long, and with it a shutdown.
+                drain_timeout=2,
             )
         except (OSError, nats.errors.Error, TimeoutError) as exc:
             raise BusUnavailable(f"cannot connect to NATS at {url}: {exc or type(exc).__name__}") from exc
@@ -181,6 +184,11 @@ class Bus:
                     delivered=meta.num_delivered or 1, stream_seq=meta.sequence.stream or 0)
                 try:
                     verdict, delay = await handler(delivery)
+                except asyncio.CancelledError:
+                    # Stopping mid-message: hand it back now rather than after ack_wait.
+                    with contextlib.suppress(Exception):
+                        await asyncio.shield(msg.nak())
+                    raise
                 except Exception:
                     log.exception("request handler failed; will redeliver", seq=delivery.stream_seq)
                     verdict, delay = Disposition.NAK, 1.0
@@ -192,16 +200,20 @@ class Bus:
                     else:
                         await msg.nak(delay=delay)
 
-        while True:
-            try:
-                msgs = await sub.fetch(batch, timeout=1.0)
-            except TimeoutError:
-                continue
-            except nats.errors.Error as exc:
-                log.info("fetch failed, retrying", error=str(exc) or type(exc).__name__)
-                await asyncio.sleep(0.5)
-                continue
-            await asyncio.gather(*(one(m) for m in msgs))
+        try:
+            while True:
+                try:
+                    msgs = await sub.fetch(batch, timeout=1.0)
+                except TimeoutError:
+                    continue
+                except nats.errors.Error as exc:
+                    log.info("fetch failed, retrying", error=str(exc) or type(exc).__name__)
+                    await asyncio.sleep(0.5)
+                    continue
+                await asyncio.gather(*(one(m) for m in msgs))
+        finally:
+            with contextlib.suppress(Exception):
+                await sub.unsubscribe()
 
     async def follow(self, subject: str, callback: Callable[[bytes], Awaitable[None]]) -> Any:
         """Every message on ``subject`` from the start of its stream (an ordered consumer)."""
@@ -209,8 +221,11 @@ class Bus:
             await callback(msg.data)
 
         try:
+            # A short heartbeat: after a server restart the ordered consumer notices
+            # within a second and resubscribes (the 5 s default left answers ~20 s late).
             return await self.js.subscribe(subject, cb=on_msg, ordered_consumer=True,
-                                           deliver_policy=api.DeliverPolicy.ALL)
+                                           deliver_policy=api.DeliverPolicy.ALL,
+                                           idle_heartbeat=0.5)
         except (nats.errors.Error, TimeoutError) as exc:
             raise BusUnavailable(f"cannot subscribe to {subject}: {exc or type(exc).__name__}") from exc
 

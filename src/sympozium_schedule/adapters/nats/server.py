@@ -10,10 +10,13 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import ctypes
 import json
+import os
 import shutil
 import signal
 import sys
+import time
 from pathlib import Path
 
 import structlog
@@ -24,6 +27,31 @@ URL_FILE = "nats.url"
 
 class NatsServerError(Exception):
     pass
+
+
+def _die_with_parent() -> None:
+    """In the child: ask Linux to SIGTERM it when `run` dies, even by SIGKILL,
+    so a crashed scheduler never leaves a server holding the JetStream files."""
+    with contextlib.suppress(Exception):
+        libc = ctypes.CDLL(None, use_errno=True)
+        libc.prctl(1, signal.SIGTERM)  # PR_SET_PDEATHSIG
+
+
+def _stop_leftover(pid_file: Path) -> None:
+    """A server from a previous `run` (on a kernel without PR_SET_PDEATHSIG, or
+    started by hand) still owns the store directory: stop it, if it is ours."""
+    try:
+        pid = int(pid_file.read_text().strip())
+        cmdline = Path(f"/proc/{pid}/cmdline").read_bytes()
+    except (OSError, ValueError):
+        return
+    if b"nats-server" in cmdline and str(pid_file.parent).encode() in cmdline:
+        with contextlib.suppress(ProcessLookupError, PermissionError):
+            os.kill(pid, signal.SIGTERM)
+            for _ in range(50):
+                if not Path(f"/proc/{pid}").exists():
+                    break
+                time.sleep(0.05)
 
 
 def find_binary() -> str:
@@ -53,11 +81,13 @@ class EmbeddedNats:
         for stale in ports.glob("*.ports"):
             stale.unlink(missing_ok=True)
         log_file = self.data_dir / "nats-server.log"
+        pid_file = self.data_dir / "nats-server.pid"
+        _stop_leftover(pid_file)
         self._process = await asyncio.create_subprocess_exec(
             find_binary(), "-js", "-sd", str(store), "-a", "127.0.0.1", "-p", str(self.port),
-            "--ports_file_dir", str(ports), "-l", str(log_file),
+            "--ports_file_dir", str(ports), "-l", str(log_file), "-P", str(pid_file),
             stdin=asyncio.subprocess.DEVNULL, stdout=asyncio.subprocess.DEVNULL,
-            stderr=asyncio.subprocess.DEVNULL)
+            stderr=asyncio.subprocess.DEVNULL, preexec_fn=_die_with_parent)
         pid = self._process.pid
         deadline = asyncio.get_running_loop().time() + timeout
         while asyncio.get_running_loop().time() < deadline:
