@@ -1,0 +1,168 @@
+"""``describe schedule``: everything about one schedule a person needs at once.
+
+The spec as the scheduler reads it (defaults filled in), the status, the
+conditions, the recent runs and Events, and the next fire times computed the
+way the controller computes them (the schedule's zone, its creation time as
+the ``@every`` anchor). An invalid schedule says why instead.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from datetime import datetime
+from typing import Any
+
+from sympozium_schedule.cli.render import NONE, age, event_time, relative, stamp, table
+from sympozium_schedule.core.cron import compile_schedule, load_zone, upcoming
+from sympozium_schedule.core.errors import SpecError
+from sympozium_schedule.core.model import (
+    ANNOTATION_SCHEDULED_TIME,
+    ANNOTATION_TRIGGER,
+    RunView,
+    ScheduleView,
+)
+from sympozium_schedule.ports.store import Obj
+
+RECENT_RUNS = 10
+RECENT_EVENTS = 10
+NEXT_TIMES = 5
+
+
+def _fields(pairs: Sequence[tuple[str, object]], indent: str = "") -> list[str]:
+    width = max(len(k) for k, _ in pairs) + 2
+    return [f"{indent}{(k + ':').ljust(width)}{v}" for k, v in pairs]
+
+
+def _indented(text: str) -> list[str]:
+    return ["  " + line if line else line for line in text.rstrip("\n").splitlines()]
+
+
+def _mapping(value: object) -> dict[str, Any]:
+    return value if isinstance(value, dict) else {}
+
+
+def _spec_pairs(view: ScheduleView, raw: dict[str, Any]) -> tuple[list[tuple[str, object]], list[str]]:
+    """The spec as the scheduler reads it (defaults filled in), and the task's lines."""
+    spec = view.spec
+    if spec is None:
+        return [("Instance", raw.get("instanceRef", NONE)), ("Schedule", raw.get("schedule", NONE)),
+                ("Spec Error", view.spec_error)], []
+    deadline = spec.starting_deadline_seconds
+    pairs: list[tuple[str, object]] = [
+        ("Instance", spec.instance_ref),
+        ("Schedule", spec.schedule),
+        ("Time Zone", spec.time_zone),
+        ("Type", spec.type),
+        ("Suspend", str(spec.suspend).lower()),
+        ("Concurrency Policy", spec.concurrency_policy),
+        ("First Tick", spec.first_tick),
+        ("Include Memory", str(spec.include_memory).lower()),
+        ("Starting Deadline", f"{deadline}s" if deadline is not None else NONE),
+        ("History Limits", f"{spec.successful_runs_history_limit} succeeded, "
+                           f"{spec.failed_runs_history_limit} failed"),
+    ]
+    return pairs, ["Task:", *("  " + line for line in (spec.task.rstrip("\n").splitlines() or [""]))]
+
+
+def _status_lines(status: dict[str, Any], now: datetime) -> list[str]:
+    active = [str(a.get("name")) for a in status.get("active") or [] if isinstance(a, dict)]
+    last_run = stamp(status.get("lastRunTime"), now)
+    if status.get("lastRunName"):
+        last_run = f"{status['lastRunName']} at {last_run}"
+    pairs: list[tuple[str, object]] = [
+        ("Phase", status.get("phase") or NONE),
+        ("Last Run", last_run),
+        ("Last Tick Handled", stamp(status.get("lastScheduleTime"), now)),
+        ("Next Run", stamp(status.get("nextRunTime"), now)),
+        ("Total Runs", status.get("totalRuns", 0)),
+        ("Active Runs", ", ".join(active) if active else NONE),
+    ]
+    return ["Status:", *_fields(pairs, "  ")]
+
+
+def _conditions(status: dict[str, Any], now: datetime) -> list[str]:
+    conds = [c for c in status.get("conditions") or [] if isinstance(c, dict)]
+    if not conds:
+        return ["Conditions:  <none>"]
+    rows = [[str(c.get("type", "")), str(c.get("status", "")), str(c.get("reason", "")),
+             relative(c.get("lastTransitionTime"), now), str(c.get("message", ""))] for c in conds]
+    return ["Conditions:", *_indented(table(
+        ("TYPE", "STATUS", "REASON", "LAST TRANSITION", "MESSAGE"), rows))]
+
+
+def _runs(runs: Sequence[Obj], now: datetime) -> list[str]:
+    if not runs:
+        return ["Recent Runs:  <none>"]
+    recent = sorted(runs, key=lambda r: RunView.of(r).order_key, reverse=True)[:RECENT_RUNS]
+    rows = []
+    for run in recent:
+        meta = _mapping(run.get("metadata"))
+        annotations = _mapping(meta.get("annotations"))
+        scheduled = str(annotations.get(ANNOTATION_SCHEDULED_TIME) or NONE)
+        if annotations.get(ANNOTATION_TRIGGER) == "manual":
+            scheduled += " (manual)"
+        rows.append([str(meta.get("name", "")), str(_mapping(run.get("status")).get("phase") or NONE),
+                     scheduled, age(meta.get("creationTimestamp"), now)])
+    title = f"Recent Runs (newest {len(recent)} of {len(runs)}):" if len(runs) > len(recent) \
+        else "Recent Runs:"
+    return [title, *_indented(table(("NAME", "PHASE", "SCHEDULED", "AGE"), rows))]
+
+
+def _events(events: Sequence[Obj], now: datetime) -> list[str]:
+    if not events:
+        return ["Events:  <none>"]
+    recent = sorted(events, key=event_time)[-RECENT_EVENTS:]
+    rows = [[age(event_time(e), now), str(e.get("type", "")), str(e.get("reason", "")),
+             str(e.get("message", ""))] for e in recent]
+    return ["Events:", *_indented(table(("LAST SEEN", "TYPE", "REASON", "MESSAGE"), rows))]
+
+
+def _next_times(view: ScheduleView, now: datetime) -> list[str]:
+    spec = view.spec
+    if spec is None:
+        return [f"Next Fire Times:  none: the schedule is invalid: {view.spec_error}"]
+    try:
+        zone = load_zone(spec.time_zone)
+        compiled = compile_schedule(spec.schedule, time_zone=spec.time_zone,
+                                    anchor=view.meta.creation or now)
+    except SpecError as exc:
+        return [f"Next Fire Times:  none: {exc}"]
+    times = upcoming(compiled, now, NEXT_TIMES)
+    title = f"Next Fire Times ({spec.time_zone})"
+    if spec.suspend:
+        title += ", while suspended none of them fires"
+    if not times:
+        return [f"{title}:  none: the schedule never fires again"]
+    return [f"{title}:", *("  " + t.astimezone(zone).isoformat() for t in times)]
+
+
+def is_event_for(event: Obj, schedule: Obj) -> bool:
+    """Events about this schedule, and this incarnation of it when the uid is known."""
+    involved = _mapping(event.get("involvedObject"))
+    meta = _mapping(schedule.get("metadata"))
+    if involved.get("kind") != schedule.get("kind") or involved.get("name") != meta.get("name"):
+        return False
+    uid, event_uid = meta.get("uid"), involved.get("uid")
+    return not uid or not event_uid or uid == event_uid
+
+
+def describe_schedule(obj: Obj, runs: Sequence[Obj], events: Sequence[Obj], now: datetime) -> str:
+    view = ScheduleView.of(obj)
+    meta = _mapping(obj.get("metadata"))
+    labels = _mapping(meta.get("labels"))
+    head: list[tuple[str, object]] = [
+        ("Name", view.meta.name),
+        ("Namespace", view.meta.namespace),
+        ("Labels", ", ".join(f"{k}={v}" for k, v in labels.items()) or NONE),
+        ("Created", stamp(meta.get("creationTimestamp"), now)),
+    ]
+    spec_pairs, task = _spec_pairs(view, _mapping(obj.get("spec")))
+    sections = [
+        _fields(head + spec_pairs) + task,
+        _status_lines(_mapping(obj.get("status")), now),
+        _conditions(_mapping(obj.get("status")), now),
+        _runs(runs, now),
+        _events([e for e in events if is_event_for(e, obj)], now),
+        _next_times(view, now),
+    ]
+    return "\n".join("\n".join(lines) for lines in sections) + "\n"

@@ -1,0 +1,436 @@
+"""Reading manifests and checking every document before anything is written.
+
+``apply`` is all or nothing: all documents are read and checked first, and
+one error stops the apply before the store is opened. Each problem is one
+line naming the source, the object, the field and the value.
+
+What is an error and what a warning. A SympoziumSchedule is this project's
+own kind: its spec is parsed by the core (strictly: unknown fields, wrong
+types and bad enums are errors) and its schedule and time zone compiled, so
+a schedule that is accepted can run. SympoziumInstance and AgentRun belong
+to Sympozium; they are checked against Sympozium's CRD schemas, but only as
+warnings, because Sympozium's own samples do not validate against them and
+must still be accepted. Names, namespaces, labels and ConfigMap data are
+checked as Kubernetes would (errors).
+"""
+
+from __future__ import annotations
+
+import base64
+import binascii
+import json
+import math
+import re
+from collections.abc import Callable, Iterable, Sequence
+from dataclasses import dataclass, field
+from datetime import datetime
+from functools import cache, partial
+from pathlib import Path
+from typing import IO, Any
+
+import yaml
+
+from sympozium_schedule.adapters.sqlite.store import MAX_OBJECT_BYTES
+from sympozium_schedule.core.cron import compile_schedule, load_zone
+from sympozium_schedule.core.errors import SpecError
+from sympozium_schedule.core.model import (
+    Kind,
+    ScheduleView,
+    check_name,
+    is_dns1123_label,
+    is_dns1123_subdomain,
+)
+from sympozium_schedule.ports.store import Obj
+
+APPLYABLE = (Kind.SCHEDULE, Kind.INSTANCE, Kind.AGENT_RUN, Kind.CONFIG_MAP)
+MANIFEST_SUFFIXES = (".yaml", ".yml", ".json")
+STDIN = "<stdin>"
+
+_CRD_FILES = {
+    Kind.INSTANCE: "sympozium.ai_sympoziuminstances.yaml",
+    Kind.AGENT_RUN: "sympozium.ai_agentruns.yaml",
+}
+_TOP_LEVEL = {
+    Kind.SCHEDULE: frozenset({"apiVersion", "kind", "metadata", "spec", "status"}),
+    Kind.CONFIG_MAP: frozenset({"apiVersion", "kind", "metadata", "data", "binaryData", "immutable"}),
+}
+_META_FIELDS = frozenset({
+    "name", "namespace", "labels", "annotations", "generateName", "uid", "resourceVersion",
+    "generation", "creationTimestamp", "ownerReferences", "finalizers", "managedFields",
+    "deletionTimestamp", "deletionGracePeriodSeconds", "selfLink",
+})
+_QUALIFIED_NAME = re.compile(r"^[A-Za-z0-9]([-A-Za-z0-9_.]*[A-Za-z0-9])?$")
+_CONFIG_KEY = re.compile(r"^[-._a-zA-Z0-9]+$")
+
+
+@dataclass(frozen=True, slots=True)
+class Source:
+    name: str  # the path as given, or <stdin>
+    text: str
+
+
+@dataclass(frozen=True, slots=True)
+class Document:
+    """A checked object, ready to write: namespace filled in, resourceVersion dropped
+    (apply says what the object should be, not which version it replaces)."""
+
+    source: str
+    kind: Kind
+    namespace: str
+    name: str
+    obj: Obj
+
+    @property
+    def label(self) -> str:
+        return f"{self.kind.value} {self.namespace}/{self.name}"
+
+
+@dataclass(slots=True)
+class Checked:
+    documents: list[Document] = field(default_factory=list)
+    errors: list[str] = field(default_factory=list)
+    warnings: list[str] = field(default_factory=list)
+
+
+# --- reading ----------------------------------------------------------------------------------
+
+
+def read_sources(paths: Sequence[str], stdin: IO[str]) -> tuple[list[Source], list[str]]:
+    """The text of every ``-f`` argument: a file, a directory's manifests
+    (``*.yaml``, ``*.yml``, ``*.json``, not recursive) or ``-`` for stdin."""
+    sources: list[Source] = []
+    errors: list[str] = []
+    stdin_read = False
+    for given in paths:
+        if given == "-":
+            if not stdin_read:
+                sources.append(Source(STDIN, stdin.read()))
+                stdin_read = True
+            continue
+        path = Path(given)
+        try:
+            if path.is_dir():
+                files = sorted(p for p in path.iterdir()
+                               if p.is_file() and p.suffix.lower() in MANIFEST_SUFFIXES)
+                if not files:
+                    errors.append(f"{given}: no manifests (*.yaml, *.yml, *.json) in this directory")
+                sources.extend(Source(str(p), p.read_text()) for p in files)
+            else:
+                sources.append(Source(given, path.read_text()))
+        except FileNotFoundError:
+            errors.append(f"{given}: no such file or directory")
+        except (OSError, UnicodeDecodeError) as exc:
+            errors.append(f"{given}: cannot read it ({getattr(exc, 'strerror', None) or exc})")
+    return sources, errors
+
+
+class _Loader(yaml.SafeLoader):
+    """YAML as Kubernetes reads it: an unquoted ``2026-03-01T10:00:00Z`` stays a
+    string (PyYAML would make it a datetime, which is not JSON)."""
+
+
+_Loader.yaml_implicit_resolvers = {
+    first: [(tag, regexp) for tag, regexp in resolvers if tag != "tag:yaml.org,2002:timestamp"]
+    for first, resolvers in yaml.SafeLoader.yaml_implicit_resolvers.items()
+}
+
+
+def parse(source: Source) -> tuple[list[object], list[str]]:
+    """The documents of a multi-document YAML (or JSON) text; empty ones skipped."""
+    documents: list[object] = []
+    try:
+        for doc in yaml.load_all(source.text, Loader=_Loader):
+            if doc is not None:
+                documents.append(doc)
+    except yaml.MarkedYAMLError as exc:
+        mark = exc.problem_mark or exc.context_mark
+        where = f"line {mark.line + 1}, column {mark.column + 1}: " if mark is not None else ""
+        what = ": ".join(p for p in (exc.context, exc.problem) if p)
+        return documents, [f"{source.name}: {where}invalid YAML ({what})"]
+    except yaml.YAMLError as exc:
+        return documents, [f"{source.name}: invalid YAML: {exc}"]
+    return documents, []
+
+
+# --- checking ---------------------------------------------------------------------------------
+
+
+def check(sources: Iterable[Source], *, namespace: str, now: datetime) -> Checked:
+    """Parse and check every document; ``namespace`` is the default for objects
+    without one. ``now`` anchors ``@every`` schedules while compiling them."""
+    out = Checked()
+    for source in sources:
+        docs, errors = parse(source)
+        out.errors.extend(errors)
+        for raw in docs:
+            if isinstance(raw, dict) and raw.get("kind") == "List" and raw.get("apiVersion") == "v1":
+                items = raw.get("items")
+                if not isinstance(items, list):
+                    out.errors.append(f"{source.name}: List: items: must be a list of objects")
+                    continue
+                for item in items:
+                    _check_one(source.name, item, namespace, now, out)
+            else:
+                _check_one(source.name, raw, namespace, now, out)
+    return out
+
+
+def _check_one(source: str, raw: object, default_ns: str, now: datetime, out: Checked) -> None:
+    if not isinstance(raw, dict):
+        out.errors.append(f"{source}: a document must be a mapping (an object), "
+                          f"not {type(raw).__name__}: {_short(raw)}")
+        return
+    given = raw.get("metadata")
+    meta: dict[str, Any] = given if isinstance(given, dict) else {}
+    kind_text = raw.get("kind") or "<no kind>"
+    ns = meta.get("namespace") or default_ns
+    name = meta.get("name") or "<no name>"
+    label = f"{kind_text} {ns}/{name}"
+    try:
+        kind = _kind(raw)
+        _json_only(raw, "")
+        _check_metadata(raw)
+        warnings = _CHECKS[kind](raw, now)
+    except SpecError as exc:
+        out.errors.append(f"{source}: {label}: {exc}")
+        return
+    out.warnings.extend(f"{source}: {label}: {w}" for w in warnings)
+    obj: Obj = json.loads(json.dumps(raw))
+    obj["metadata"]["namespace"] = ns
+    obj["metadata"].pop("resourceVersion", None)
+    # The store's size limit, checked here so an oversized object fails the whole
+    # apply up front instead of halfway through it.
+    if len(json.dumps(obj, separators=(",", ":"), ensure_ascii=False).encode()) > MAX_OBJECT_BYTES:
+        out.errors.append(f"{source}: {label}: the object is larger than {MAX_OBJECT_BYTES} bytes")
+        return
+    out.documents.append(Document(source, kind, str(ns), str(name), obj))
+
+
+def _short(value: object) -> str:
+    text = repr(value)
+    return text if len(text) <= 60 else text[:57] + "..."
+
+
+def _kind(raw: dict[str, Any]) -> Kind:
+    text = raw.get("kind")
+    if text is None or text == "":
+        raise SpecError("kind", text, "is required")
+    known = ", ".join(k.value for k in APPLYABLE)
+    try:
+        kind = Kind(text)
+    except (ValueError, TypeError) as exc:
+        raise SpecError("kind", text, f"unknown kind (known: {known})") from exc
+    if kind not in APPLYABLE:
+        raise SpecError("kind", text, f"Events are recorded by the scheduler, not applied "
+                                      f"(known: {known})")
+    api_version = raw.get("apiVersion")
+    if api_version != kind.api_version:
+        problem = "is required" if api_version is None else "unknown apiVersion"
+        raise SpecError("apiVersion", api_version, f"{problem} ({kind.value} is {kind.api_version})")
+    return kind
+
+
+def _join(path: str, key: object) -> str:
+    if isinstance(key, int):
+        return f"{path}[{key}]"
+    return f"{path}.{key}" if path else str(key)
+
+
+def _json_only(value: object, path: str) -> None:
+    """What JSON (and so the store and the API server) can hold, nothing else."""
+    if isinstance(value, dict):
+        for key, item in value.items():
+            if not isinstance(key, str):
+                raise SpecError(_join(path, key), key,
+                                "keys must be strings (quote the key: YAML reads yes/no/on/off "
+                                "as booleans and digits as numbers)")
+            _json_only(item, _join(path, key))
+    elif isinstance(value, list):
+        for i, item in enumerate(value):
+            _json_only(item, _join(path, i))
+    elif isinstance(value, float):
+        if not math.isfinite(value):
+            raise SpecError(path, value, "not a finite number")
+    elif not (value is None or isinstance(value, str | int)):
+        raise SpecError(path, value, f"not a JSON value ({type(value).__name__}); quote it")
+
+
+def _top_level(raw: dict[str, Any], allowed: frozenset[str]) -> None:
+    for key in raw:
+        if key not in allowed:
+            raise SpecError(key, raw[key], "unknown field")
+
+
+def _qualified_name(key: str) -> bool:
+    """A label or annotation key: an optional DNS subdomain prefix and a name."""
+    prefix, _, name = key.rpartition("/")
+    if prefix and not is_dns1123_subdomain(prefix):
+        return False
+    return 0 < len(name) <= 63 and bool(_QUALIFIED_NAME.match(name))
+
+
+def _check_metadata(raw: dict[str, Any]) -> None:
+    meta = raw.get("metadata")
+    if not isinstance(meta, dict):
+        raise SpecError("metadata", meta, "must be a mapping with at least a name")
+    for key in meta:
+        if key not in _META_FIELDS:
+            raise SpecError(f"metadata.{key}", meta[key], "unknown field")
+    check_name(meta.get("name"), field_path="metadata.name")
+    namespace = meta.get("namespace")
+    if namespace is not None and namespace != "" and (
+            not isinstance(namespace, str) or not is_dns1123_label(namespace)):
+        raise SpecError("metadata.namespace", namespace,
+                        "must be a DNS-1123 label (lowercase letters, digits and '-', "
+                        "at most 63 characters)")
+    for section in ("labels", "annotations"):
+        mapping = meta.get(section)
+        if mapping is None:
+            continue
+        if not isinstance(mapping, dict):
+            raise SpecError(f"metadata.{section}", mapping, "must be a mapping of strings to strings")
+        for key, value in mapping.items():
+            where = f"metadata.{section}.{key}"
+            if not _qualified_name(key):
+                raise SpecError(where, key, "not a valid key (an optional DNS prefix and '/', then "
+                                            "at most 63 letters, digits, '-', '_' or '.')")
+            if not isinstance(value, str):
+                raise SpecError(where, value, "must be a string (quote it)")
+            if section == "labels" and value and (
+                    len(value) > 63 or not _QUALIFIED_NAME.match(value)):
+                raise SpecError(where, value, "a label value is at most 63 letters, digits, "
+                                              "'-', '_' or '.', starting and ending alphanumeric")
+    owners = meta.get("ownerReferences")
+    if owners is not None and not (isinstance(owners, list)
+                                   and all(isinstance(o, dict) for o in owners)):
+        raise SpecError("metadata.ownerReferences", owners, "must be a list of mappings")
+
+
+def _check_schedule(raw: dict[str, Any], now: datetime) -> list[str]:
+    _top_level(raw, _TOP_LEVEL[Kind.SCHEDULE])
+    view = ScheduleView.of(raw)
+    if view.spec is None:
+        assert view.spec_error is not None
+        raise view.spec_error
+    spec = view.spec
+    # @every ignores the zone, so compiling alone would let a bad one through.
+    load_zone(spec.time_zone)
+    compile_schedule(spec.schedule, time_zone=spec.time_zone, anchor=now)
+    return []
+
+
+def _check_configmap(raw: dict[str, Any], _now: datetime) -> list[str]:
+    _top_level(raw, _TOP_LEVEL[Kind.CONFIG_MAP])
+    for section in ("data", "binaryData"):
+        mapping = raw.get(section)
+        if mapping is None:
+            continue
+        if not isinstance(mapping, dict):
+            raise SpecError(section, mapping, "must be a mapping of string keys to string values")
+        for key, value in mapping.items():
+            where = f"{section}.{key}"
+            if len(key) > 253 or not _CONFIG_KEY.match(key):
+                raise SpecError(where, key, "a key is at most 253 letters, digits, '-', '_' or '.'")
+            if not isinstance(value, str):
+                raise SpecError(where, value, "must be a string (quote it)")
+            if section == "binaryData":
+                try:
+                    base64.b64decode(value, validate=True)
+                except binascii.Error as exc:
+                    raise SpecError(where, value, "must be base64") from exc
+    immutable = raw.get("immutable")
+    if immutable is not None and not isinstance(immutable, bool):
+        raise SpecError("immutable", immutable, "must be true or false")
+    return []
+
+
+def _check_against_crd(raw: dict[str, Any], _now: datetime, *, kind: Kind) -> list[str]:
+    return [str(problem) for problem in crd_problems(raw, _CRD_FILES[kind])]
+
+
+_CHECKS: dict[Kind, Callable[[dict[str, Any], datetime], list[str]]] = {
+    Kind.SCHEDULE: _check_schedule,
+    Kind.CONFIG_MAP: _check_configmap,
+    Kind.INSTANCE: partial(_check_against_crd, kind=Kind.INSTANCE),
+    Kind.AGENT_RUN: partial(_check_against_crd, kind=Kind.AGENT_RUN),
+}
+
+
+# --- Sympozium's CRD schemas ----------------------------------------------------------------
+
+
+def _closed(node: Any) -> Any:
+    """An openAPIV3Schema as JSON Schema, with every declared object closed.
+
+    The API server silently drops fields a structural schema does not declare;
+    closing the objects turns such a field into a warning here instead.
+    """
+    if isinstance(node, list):
+        return [_closed(item) for item in node]
+    if not isinstance(node, dict):
+        return node
+    out = {k: _closed(v) for k, v in node.items() if not k.startswith("x-kubernetes-")}
+    if node.get("nullable") and isinstance(out.get("type"), str):
+        out["type"] = [out["type"], "null"]
+    if ("properties" in node and "additionalProperties" not in node
+            and not node.get("x-kubernetes-preserve-unknown-fields")):
+        out["additionalProperties"] = False
+    return out
+
+
+@cache
+def _validator(filename: str) -> Any:
+    # jsonschema costs a tenth of a second to import: only apply of a Sympozium kind pays it.
+    from jsonschema import Draft202012Validator
+
+    from sympozium_schedule.manifests import crd_schema
+
+    return Draft202012Validator(_closed(crd_schema(filename)))
+
+
+def crd_problems(obj: dict[str, Any], filename: str) -> list[SpecError]:
+    """What Sympozium's CRD schema finds wrong with ``obj``, one problem per field."""
+    problems: dict[str, SpecError] = {}
+    for err in _validator(filename).iter_errors(obj):
+        path = ""
+        for part in err.absolute_path:
+            path = _join(path, part)
+        if err.validator == "additionalProperties" and isinstance(err.instance, dict):
+            declared = err.schema.get("properties") or {}
+            for key in err.instance:
+                if key not in declared:
+                    where = _join(path, key)
+                    problems[where] = SpecError(
+                        where, err.instance[key],
+                        "unknown field (Sympozium's CRD does not declare it; a cluster drops it)")
+        elif err.validator == "required" and isinstance(err.instance, dict):
+            for key in err.validator_value:
+                if key not in err.instance:
+                    where = _join(path, key)
+                    problems[where] = SpecError(where, None, "is required by Sympozium's CRD")
+        elif err.validator == "type":
+            expected = err.validator_value
+            shown = " or ".join(expected) if isinstance(expected, list) else expected
+            problems[path] = SpecError(path, err.instance, f"must be of type {shown}")
+        elif err.validator == "enum":
+            allowed = ", ".join(repr(v) for v in err.validator_value)
+            problems[path] = SpecError(path, err.instance, f"must be one of {allowed}")
+        else:
+            problems.setdefault(path, SpecError(path or "<root>", err.instance, err.message))
+    return [problems[key] for key in sorted(problems)]
+
+
+def missing_instances(documents: Sequence[Document], existing: set[tuple[str, str]]) -> list[str]:
+    """Schedules pointing at an instance that is neither stored nor being applied:
+    accepted (the instance may come later), but the schedule stays in Error until then."""
+    known = existing | {(d.namespace, d.name) for d in documents if d.kind is Kind.INSTANCE}
+    out = []
+    for doc in documents:
+        if doc.kind is not Kind.SCHEDULE:
+            continue
+        ref = doc.obj["spec"]["instanceRef"]
+        if (doc.namespace, ref) not in known:
+            out.append(f"{doc.source}: {doc.label}: spec.instanceRef: {ref!r}: SympoziumInstance not "
+                       f"found in namespace {doc.namespace!r} (the schedule waits in phase Error "
+                       "until it exists)")
+    return out

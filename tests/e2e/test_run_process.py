@@ -1,0 +1,248 @@
+"""``sympozium-schedule run`` as a real process: fires on time, one per data directory,
+stops cleanly on SIGTERM, and survives SIGKILL without duplicating or replaying ticks.
+
+Schedules fire every 1-2 seconds and the demo agent answers in a tenth of a
+second; `run` runs whole (its NATS server, router, runner and one IPC bridge
+per run). Every wait polls for a condition with a generous timeout; the one
+deliberate sleep is the downtime after SIGKILL, which is what that test is about.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import itertools
+import os
+import re
+import shlex
+import signal
+import subprocess
+import sys
+import time
+from collections import Counter
+from collections.abc import Iterator
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from sympozium_schedule.adapters.sqlite import SQLiteStore
+from sympozium_schedule.core.model import Kind, parse_time
+from tests.e2e.conftest import Cli, instance_yaml, schedule_yaml, wait_for
+
+pytestmark = pytest.mark.e2e
+
+AGENT = f"{shlex.quote(sys.executable)} -m sympozium_schedule.agents.demo"
+# Nothing here needs self-scheduling; see the module docstring for why the router is off.
+RUN_FLAGS = ("--agent-command", AGENT, "--max-parallel", "8", "--log-format", "json")
+SECOND = timedelta(seconds=1)
+# Generous for a busy 2-core machine: the controller arms a timer for each tick,
+# so on an idle machine runs land within milliseconds.
+MAX_LAG = timedelta(seconds=3)
+# Keep every run: the history limits would otherwise delete the evidence.
+KEEP_ALL = {"concurrencyPolicy": "Allow", "successfulRunsHistoryLimit": 1000,
+            "failedRunsHistoryLimit": 1000}
+
+
+def _is_our_nats_server(pid: int, data_dir: Path) -> bool:
+    try:
+        cmdline = Path(f"/proc/{pid}/cmdline").read_bytes()
+    except OSError:
+        return False
+    return b"nats-server" in cmdline and str(data_dir).encode() in cmdline
+
+
+class Scheduler:
+    """The `run` processes of one test, on one data directory.
+
+    At the end, whatever is still running is stopped, each by its id: the `run`
+    processes (SIGTERM, then SIGKILL), and the nats-server a SIGKILLed `run`
+    leaves behind (noted by the pid in its ports file, checked against /proc).
+    """
+
+    def __init__(self, cli: Cli, log: Path):
+        self.cli = cli
+        self.log = log
+        self.processes: list[subprocess.Popen[str]] = []
+        self.nats_pids: set[int] = set()
+
+    def start(self, *extra: str) -> subprocess.Popen[str]:
+        with self.log.open("a") as out:
+            process = subprocess.Popen(
+                self.cli.command("run", *RUN_FLAGS, *extra),
+                stdout=out, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL, text=True,
+                env=self.cli.env | {"DEMO_AGENT_SECONDS": "0.1"})
+        self.processes.append(process)
+        return process
+
+    def note_nats_servers(self) -> None:
+        for ports in (self.cli.data_dir / "nats-ports").glob("*_*.ports"):
+            pid = int(ports.stem.rsplit("_", 1)[1])
+            if _is_our_nats_server(pid, self.cli.data_dir):
+                self.nats_pids.add(pid)
+
+    def live_nats_servers(self) -> list[int]:
+        self.note_nats_servers()
+        return [pid for pid in self.nats_pids if _is_our_nats_server(pid, self.cli.data_dir)]
+
+    def stop(self, process: subprocess.Popen[str]) -> int:
+        process.send_signal(signal.SIGTERM)
+        try:
+            return process.wait(timeout=15)
+        except subprocess.TimeoutExpired:
+            pytest.fail(f"run did not stop within 15s of SIGTERM; log:\n{self.tail()}")
+
+    def tail(self) -> str:
+        return self.log.read_text()[-3000:]
+
+    def cleanup(self) -> None:
+        self.note_nats_servers()
+        for process in self.processes:
+            if process.poll() is None:
+                process.terminate()
+                try:
+                    process.wait(timeout=15)
+                except subprocess.TimeoutExpired:
+                    process.kill()
+                    process.wait(timeout=15)
+        for pid in self.nats_pids:
+            if _is_our_nats_server(pid, self.cli.data_dir):
+                os.kill(pid, signal.SIGTERM)
+
+
+@pytest.fixture
+def scheduler(cli: Cli, tmp_path: Path) -> Iterator[Scheduler]:
+    started = Scheduler(cli, tmp_path / "run.log")
+    yield started
+    started.cleanup()
+
+
+def stored_runs(data_dir: Path) -> list[dict[str, Any]]:
+    """The runs, read straight from the store: polling through the CLI would cost a
+    Python start-up per poll on a machine the scheduler needs."""
+    async def read() -> list[dict[str, Any]]:
+        store = SQLiteStore(data_dir / "store.db")
+        try:
+            return (await store.list(Kind.AGENT_RUN)).items
+        finally:
+            await store.close()
+
+    return asyncio.run(read())
+
+
+def schedule_of(run: dict[str, Any]) -> str:
+    return str(run["metadata"].get("labels", {}).get("sympozium.ai/schedule", ""))
+
+
+def tick_of(run: dict[str, Any]) -> datetime:
+    tick = parse_time(run["metadata"]["annotations"]["sympozium.ai/scheduled-time"])
+    assert tick is not None
+    return tick
+
+
+def created(run: dict[str, Any]) -> datetime:
+    stamp = parse_time(run["metadata"]["creationTimestamp"])
+    assert stamp is not None
+    return stamp
+
+
+def phase(run: dict[str, Any]) -> str:
+    return str((run.get("status") or {}).get("phase") or "")
+
+
+def test_run_fires_on_time_refuses_a_second_run_and_stops_on_sigterm(
+        cli: Cli, scheduler: Scheduler) -> None:
+    manifest = "---\n".join([instance_yaml(), schedule_yaml("every1", "@every 1s", **KEEP_ALL),
+                              schedule_yaml("every2", "@every 2s", **KEEP_ALL)])
+    cli.ok("apply", "-f", "-", stdin=manifest)
+    process = scheduler.start("--demo")
+
+    def enough_succeeded() -> bool:
+        done = Counter(schedule_of(r) for r in stored_runs(cli.data_dir) if phase(r) == "Succeeded")
+        assert process.poll() is None, scheduler.tail()
+        return done["every1"] >= 3 and done["every2"] >= 2 and done["demo-heartbeat"] >= 1
+
+    wait_for(enough_succeeded, timeout=60, interval=0.3, what="runs of every schedule to succeed")
+
+    second = cli("run", *RUN_FLAGS)
+    assert second.code == 1, str(second)
+    assert len(second.err_lines) == 1, str(second)
+    assert second.err_lines[0].startswith("error: "), str(second)
+    assert "is in use by `sympozium-schedule run`" in second.err
+
+    # What a person would look at while it runs.
+    describe, events = cli.many(("describe", "schedule", "every1"), ("get", "events"))
+    assert "Phase:             Active" in describe.out, describe.out
+    for expected in ("RunCreated", "Succeeded"):
+        assert expected in describe.out, describe.out
+    assert re.search(r"Normal +RunCreated +sympoziumschedule/every1 ", events.out), events.out
+
+    # SIGTERM with runs in flight: agents are stopped, the store closed, exit 0.
+    assert scheduler.stop(process) == 0, scheduler.tail()
+    assert not scheduler.live_nats_servers(), "run left its NATS server behind"
+    # --demo created its objects once the scheduler was ready, and printed what to try
+    # next (on stdout; the JSON lines around it are the logs, on stderr).
+    banner = [line for line in scheduler.log.read_text().splitlines() if not line.startswith("{")]
+    assert banner[0] == f"sympozium-schedule is running the demo (data dir {cli.data_dir}).", banner
+    assert f"  sympozium-schedule describe schedule demo-heartbeat --data-dir {cli.data_dir}" in banner
+
+    runs = cli.runs()
+    for name, interval in (("every1", SECOND), ("every2", 2 * SECOND)):
+        mine = sorted((r for r in runs if schedule_of(r) == name), key=tick_of)
+        finished = [r for r in mine if phase(r) in ("Succeeded", "Failed")]
+        assert finished
+        assert all(phase(r) == "Succeeded" for r in finished), finished
+        assert all("demo agent" in r["status"]["result"] for r in finished)
+        ticks = [tick_of(r) for r in mine]
+        assert len(set(ticks)) == len(ticks)
+        assert all(b - a == interval for a, b in itertools.pairwise(ticks)), ticks
+        # The first run may be a catch-up for a tick from before the scheduler started.
+        lags = [created(r) - tick_of(r) for r in mine[1:]]
+        assert all(timedelta(0) <= lag < MAX_LAG for lag in lags), lags
+
+
+def test_sigkill_and_restart_neither_duplicates_nor_replays_ticks(
+        cli: Cli, scheduler: Scheduler) -> None:
+    cli.ok("apply", "-f", "-", stdin=instance_yaml() + "---\n"
+           + schedule_yaml("tick", "@every 1s", **KEEP_ALL))
+    first = scheduler.start()
+    wait_for(lambda: len(stored_runs(cli.data_dir)) >= 3, timeout=60, interval=0.2,
+             what="three runs before the crash")
+
+    scheduler.note_nats_servers()
+    first.kill()  # SIGKILL: no shutdown, mid-stream
+    first.wait(timeout=30)
+    # Its NATS server goes with it (PR_SET_PDEATHSIG), freeing the JetStream files.
+    wait_for(lambda: not scheduler.live_nats_servers(), timeout=10, interval=0.1,
+             what="the killed run's NATS server to exit")
+    killed_at = datetime.now(UTC)  # after the wait: every run of the first process is older
+    time.sleep(2.5)  # the downtime: ticks nobody fires
+    restarted_at = datetime.now(UTC)
+    second = scheduler.start()
+
+    def runs_after_restart() -> bool:
+        return sum(created(r) > restarted_at for r in stored_runs(cli.data_dir)) >= 3
+
+    wait_for(runs_after_restart, timeout=60, interval=0.2, what="three runs after the restart")
+    second.kill()  # test 1 covers SIGTERM; here only the runs it made matter
+    second.wait(timeout=30)
+
+    runs = [r for r in cli.runs() if schedule_of(r) == "tick"]
+    ticks = sorted(tick_of(r) for r in runs)
+    assert len(set(ticks)) == len(ticks), f"a tick has two runs: {ticks}"
+    before = [r for r in runs if created(r) < killed_at]
+    after = [r for r in runs if created(r) > restarted_at]
+    assert len(before) + len(after) == len(runs), "a run was created while nothing was running"
+
+    last_before = max(tick_of(r) for r in before)
+    catch_up = tick_of(min(after, key=created))  # the restarted scheduler's first fire
+    # Before the crash and after the catch-up, every tick has its run.
+    for start, end in ((min(ticks), last_before), (catch_up, max(ticks))):
+        expected = [start + k * SECOND for k in range(int((end - start) / SECOND) + 1)]
+        assert [t for t in ticks if start <= t <= end] == expected
+    # Of the ticks missed while it was down, only the most recent gets a run (one
+    # catch-up), and none of the older ones is replayed later.
+    assert all(tick_of(r) >= catch_up for r in after), sorted(tick_of(r) for r in after)
+    assert catch_up > restarted_at - SECOND - timedelta(milliseconds=1), (catch_up, restarted_at)
+    missed = int((catch_up - last_before) / SECOND) - 1
+    assert missed >= 2, f"the downtime should have skipped ticks: {last_before} .. {catch_up}"
