@@ -33,6 +33,7 @@ from sympozium_schedule.ports.store import (
     EventType,
     Expired,
     Invalid,
+    Known,
     Labels,
     Listing,
     NotFound,
@@ -158,7 +159,9 @@ class KubernetesStore:
         return Listing(items, str(iterable.resourceVersion))
 
     async def watch(self, kind: Kind, *, resource_version: str, namespace: str | None = None,
-                    labels: Labels | None = None) -> AsyncIterator[WatchEvent]:
+                    labels: Labels | None = None, known: Known | None = None,
+                    ) -> AsyncIterator[WatchEvent]:
+        # ``known`` is not used: the API server sends every event decoded anyway.
         res = RESOURCES[kind]
         self.requests += 1
         stream = self.client.watch(res, namespace=namespace or "*", labels=_selector(labels),
