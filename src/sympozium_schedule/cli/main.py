@@ -20,11 +20,12 @@ from typing import TYPE_CHECKING, Annotated
 
 import typer
 
-from sympozium_schedule.cli import kinds, render, session
+from sympozium_schedule.cli import kinds, render, services, session
 from sympozium_schedule.cli.apply import apply_all, stored_instances
 from sympozium_schedule.cli.describe import describe_schedule
 from sympozium_schedule.cli.errors import PROG, CliError, OneLineErrors, bad_value, report, warn
 from sympozium_schedule.cli.render import OutputFormat
+from sympozium_schedule.cli.services import LogFormat
 from sympozium_schedule.cli.validate import check, missing_instances, read_sources
 from sympozium_schedule.core.cron import compile_schedule, load_zone, parse_duration, upcoming
 from sympozium_schedule.core.errors import SpecError
@@ -56,12 +57,6 @@ Namespace = Annotated[str | None, typer.Option(
     help="The namespace (default: default).")]
 Output = Annotated[OutputFormat, typer.Option("-o", "--output", help="Output format.")]
 MAX_NEXT = 10_000
-
-
-class LogFormat(StrEnum):
-    AUTO = "auto"
-    JSON = "json"
-    CONSOLE = "console"
 
 
 class TextOrJson(StrEnum):
@@ -164,24 +159,67 @@ def run(
         help="Kill an agent after this long, e.g. 30s, 10m, 1h30m (an AgentRun's spec.timeout "
              "wins).")] = "10m",
     nats_url: Annotated[str | None, typer.Option(
-        "--nats-url", metavar="URL", show_default=False,
-        help="Use this NATS server for agents' schedule requests instead of starting one.")] = None,
+        "--nats-url", "--event-bus-url", metavar="URL", envvar="EVENT_BUS_URL", show_default=False,
+        help="Use this NATS server for agents' schedule requests instead of starting one "
+             "(env EVENT_BUS_URL). In Kubernetes mode the router runs only when it is set.")] = None,
     no_router: Annotated[bool, typer.Option(
         "--no-router", help="Do not act on agents' schedule requests (self-scheduling).")] = False,
     metrics_port: Annotated[int | None, typer.Option(
         "--metrics-port", metavar="PORT", show_default=False,
-        help="Serve /metrics, /healthz and /readyz on this port.")] = None,
+        help="Serve /metrics, /healthz, /readyz and /leaderz on this port "
+             "(Kubernetes mode: 8080 unless set).")] = None,
+    kubernetes: Annotated[bool, typer.Option(
+        "--kubernetes", help="Schedule in a Kubernetes cluster instead of the data directory.",
+        rich_help_panel="Kubernetes mode")] = False,
+    kubeconfig: Annotated[Path | None, typer.Option(
+        "--kubeconfig", metavar="PATH", show_default=False,
+        help="Kubeconfig file. Default: $KUBECONFIG, ~/.kube/config, else in-cluster.",
+        rich_help_panel="Kubernetes mode")] = None,
+    context: Annotated[str | None, typer.Option(
+        "--context", metavar="NAME", show_default=False, help="Kubeconfig context.",
+        rich_help_panel="Kubernetes mode")] = None,
+    watch_namespaces: Annotated[list[str] | None, typer.Option(
+        "-n", "--namespace", metavar="NS", show_default=False,
+        help="Watch only this namespace (repeatable). Default: all namespaces.",
+        rich_help_panel="Kubernetes mode")] = None,
+    leader_election: Annotated[bool, typer.Option(
+        "--leader-election/--no-leader-election",
+        help="Hold a coordination.k8s.io Lease so several replicas can run.",
+        rich_help_panel="Kubernetes mode")] = True,
+    lease_namespace: Annotated[str | None, typer.Option(
+        "--lease-namespace", metavar="NS", show_default=False,
+        help="Where the Lease lives. Default: $POD_NAMESPACE, else default.",
+        rich_help_panel="Kubernetes mode")] = None,
+    kube_qps: Annotated[float, typer.Option(
+        "--kube-qps", metavar="QPS", help="Client-side limit on API requests per second.",
+        rich_help_panel="Kubernetes mode")] = 50.0,
+    kube_burst: Annotated[int, typer.Option(
+        "--kube-burst", metavar="N", help="Requests allowed in a burst above --kube-qps.",
+        rich_help_panel="Kubernetes mode")] = 100,
     log_format: Annotated[LogFormat, typer.Option(
         "--log-format", help="auto: readable on a terminal, JSON lines otherwise.")] = LogFormat.AUTO,
     log_level: Annotated[str, typer.Option("--log-level", metavar="LEVEL")] = "info",
 ) -> None:
     """Run the scheduler (and the local runner) until Ctrl-C or SIGTERM."""
+    if metrics_port is not None and not 0 < metrics_port < 65536:
+        raise bad_value("must be between 1 and 65535", flag="--metrics-port", value=metrics_port)
+    if kubernetes:
+        if demo or no_runner or agent_command or data_dir is not None:
+            raise bad_value("--demo, --no-runner, --agent-command and --data-dir are for the "
+                            "embedded mode", flag="--kubernetes", value=True)
+        from sympozium_schedule.cli.services import run_kubernetes
+        from sympozium_schedule.runtime.logs import configure as configure_logs
+
+        configure_logs(log_format.value, log_level)
+        run_kubernetes(kubeconfig=kubeconfig, context=context, namespaces=watch_namespaces,
+                       nats_url=nats_url, http_port=8080 if metrics_port is None else metrics_port,
+                       leader_election=leader_election, lease_namespace=lease_namespace,
+                       qps=kube_qps, burst=kube_burst)
+        return
     timeout = _duration(run_timeout, "--run-timeout")
     command = _agent_command(agent_command)
     if max_parallel < 1:
         raise bad_value("must be at least 1", flag="--max-parallel", value=max_parallel)
-    if metrics_port is not None and not 0 < metrics_port < 65536:
-        raise bad_value("must be between 1 and 65535", flag="--metrics-port", value=metrics_port)
     if log_level.upper() not in logging.getLevelNamesMapping():
         raise bad_value("unknown level (debug, info, warning, error, critical)",
                         flag="--log-level", value=log_level)
@@ -462,6 +500,8 @@ def trigger(
 
     _out(session.run(work()) + "\n")
 
+
+services.register(app)
 
 if __name__ == "__main__":
     app()

@@ -36,7 +36,7 @@ UPSTREAM_CRD_FILE = "upstream_sympozium.ai_sympoziumschedules.yaml"
 SYMPOZIUM_CRD_FILES = ("sympozium.ai_agentruns.yaml", "sympozium.ai_sympoziuminstances.yaml")
 
 NAME = "sympozium-schedule"
-NAMESPACE = "sympozium-system"
+NAMESPACE = "sympozium-schedule"  # its own: deleting the install must not touch Sympozium's
 # runtime.app.KubernetesSettings defaults (http_port, lease_name); repeated rather than
 # imported because importing the runtime costs half a second, and a test holds them equal.
 HTTP_PORT = 8080
