@@ -13,11 +13,12 @@ from jsonschema import Draft202012Validator
 
 from sympozium_schedule.core.model import API_VERSION, format_time
 
-# Sympozium's reference CRDs, outside the repository for now. When the repository
-# carries its own copies, point this at REPO_ROOT / "deploy" / "crds".
+# The packaged CRDs: Sympozium's AgentRun and SympoziumInstance unchanged, and this
+# project's SympoziumSchedule (which declares every status field the core writes).
 REPO_ROOT = Path(__file__).resolve().parents[2]
-CRD_DIR = REPO_ROOT.parent / "shared" / "reference" / "sympozium-v1alpha1"
-SAMPLES_DIR = CRD_DIR / "samples"
+MANIFESTS = REPO_ROOT / "src" / "sympozium_schedule" / "manifests"
+CRD_DIR = MANIFESTS / "crds"
+SAMPLES_DIR = MANIFESTS / "samples"
 
 NAMESPACE = "default"
 SCHEDULE_UID = "7d5a7c1e-0000-4000-8000-000000000001"

@@ -142,9 +142,11 @@ class Informer:
     async def _relist(self, namespace: str | None) -> str:
         listing = await self.store.list(self.kind, namespace=namespace, labels=self.labels)
         fresh = {key_of(o): o for o in listing.items}
+        listed_at = {"metadata": {"resourceVersion": listing.resource_version}}
         scope = [k for k in self.cache if namespace is None or k[0] == namespace]
         for key in scope:
-            if key not in fresh:
+            # Gone from the listing, unless this process wrote it after the snapshot.
+            if key not in fresh and not is_newer(self.cache[key], listed_at):
                 old = self.cache.pop(key)
                 self._emit(EventType.DELETED, old)
         for obj in fresh.values():
@@ -168,14 +170,19 @@ class Informer:
                         ready.add(namespace)
                         if ready >= pending:
                             self.synced.set()
+                    events = 0
                     async for event in self.store.watch(
                         self.kind, resource_version=version, namespace=namespace,
                         labels=self.labels, known=self._held,
                     ):
+                        events += 1
                         self._apply(event.type, event.object)
                         version = (event.object.get("metadata") or {}).get(
                             "resourceVersion") or version
-                    delay = 0.2  # a watch that ended cleanly: resume where it stopped
+                    # A watch that ended cleanly: resume where it stopped, but never in a
+                    # tight loop if the store keeps ending watches at once.
+                    await asyncio.sleep(0 if events else delay)
+                    delay = 0.2 if events else min(delay * 2, self._backoff_max)
                 except Expired:
                     log.info("watch expired, relisting", kind=self.kind.value, namespace=namespace)
                     version = None

@@ -25,6 +25,7 @@ import queue
 import secrets
 import sqlite3
 import threading
+import time
 import uuid
 from collections.abc import AsyncIterator, Callable, Mapping
 from dataclasses import dataclass
@@ -86,15 +87,54 @@ _MAX_BATCH = 2000
 
 def _connect(path: Path) -> sqlite3.Connection:
     conn = sqlite3.connect(path, isolation_level=None, check_same_thread=False, timeout=10.0)
-    conn.execute("PRAGMA journal_mode=WAL")
-    conn.execute("PRAGMA synchronous=NORMAL")
-    conn.execute("PRAGMA busy_timeout=10000")
-    conn.execute("PRAGMA cache_size=-16384")  # 16 MiB: 10,000 schedules stay in memory
+    try:
+        with contextlib.suppress(sqlite3.OperationalError):
+            # Fails on a read-only file or directory; the mode persists in the file, so a
+            # store created by this class is in WAL mode already.
+            conn.execute("PRAGMA journal_mode=WAL")
+        conn.execute("PRAGMA synchronous=NORMAL")
+        conn.execute("PRAGMA busy_timeout=10000")
+        conn.execute("PRAGMA cache_size=-16384")  # 16 MiB: 10,000 schedules stay in memory
+    except sqlite3.Error:
+        conn.close()
+        raise
     return conn
+
+
+def _connect_for_reading(path: Path) -> tuple[sqlite3.Connection, bool]:
+    """A reader, and whether it is degraded. When the file or its directory cannot be
+    written, a WAL database cannot even create its shared-memory file, so SQLite
+    refuses a normal or read-only open; it then reads the file as immutable, which
+    is accurate while nobody can write it, and the store retries a normal open."""
+    try:
+        return _connect(path), False
+    except sqlite3.OperationalError:
+        conn = sqlite3.connect(f"{path.resolve().as_uri()}?mode=ro&immutable=1", uri=True,
+                               isolation_level=None, check_same_thread=False, timeout=10.0)
+        return conn, True
 
 
 def _dumps(value: Any) -> str:
     return json.dumps(value, separators=(",", ":"), ensure_ascii=False)
+
+
+def _has_schema(conn: sqlite3.Connection) -> bool:
+    try:
+        tables = {row[0] for row in conn.execute("SELECT name FROM sqlite_master WHERE type='table'")}
+    except sqlite3.Error:
+        return False
+    return {"objects", "changes", "meta", "owners"} <= tables
+
+
+def _storable(value: Any, what: str) -> str:
+    """``value`` as JSON text the database can hold, or :class:`Invalid`: not JSON at
+    all, or text with lone surrogates (valid in Python, not in UTF-8)."""
+    try:
+        text = _dumps(value)
+        text.encode("utf-8")
+    except (TypeError, ValueError) as exc:
+        raise Invalid(f"{what} cannot be stored: {exc}") from exc
+    return text
 
 
 def _assemble(body: str, status: str | None, rv: int) -> Obj:
@@ -210,7 +250,7 @@ class _Tx:
         )
         self.conn.execute("DELETE FROM owners WHERE owner_uid=?", (uid,))
         self.set_owners(kind, namespace, name, [])
-        last = _assemble(found[2], found[3], found[1])
+        last = _assemble(found[2], found[3], rv)  # stamped with the deletion's version
         self.conn.execute(
             "INSERT INTO changes (rv, kind, namespace, name, type, body) VALUES (?, ?, ?, ?, ?, ?)",
             (rv, kind.value, namespace, name, EventType.DELETED.value, _dumps(last)),
@@ -241,10 +281,12 @@ class _Writer:
     """The single writer thread of this process, committing queued jobs in groups."""
 
     def __init__(self, path: Path, clock: Clock, on_commit: Callable[[], None],
-                 keep_changes: int, event_ttl: timedelta):
+                 keep_changes: int, event_ttl: timedelta, on_failure: Callable[[], None]):
         self._path = path
         self._clock = clock
         self._on_commit = on_commit
+        self._on_failure = on_failure
+        self._reader_suspect = False
         self._keep = keep_changes
         self._event_ttl = event_ttl
         self._queue: queue.SimpleQueue[_Pending | None] = queue.SimpleQueue()
@@ -263,7 +305,7 @@ class _Writer:
         self._thread.join(timeout=10)
 
     def _run(self) -> None:
-        conn = _connect(self._path)
+        conn: sqlite3.Connection | None = None
         try:
             while True:
                 first = self._queue.get()
@@ -280,13 +322,39 @@ class _Writer:
                         stopping = True
                         break
                     batch.append(item)
-                self._commit(conn, batch)
+                if conn is None:
+                    if self._reader_suspect:
+                        # The reader shares the file's descriptors and shared memory
+                        # with any connection this process opens: reopen it first, now
+                        # that the cause may be fixed (see SQLiteStore._reopen_reader).
+                        self._on_failure()
+                        self._reader_suspect = False
+                    try:
+                        conn = _connect(self._path)
+                    except sqlite3.Error as exc:
+                        self._settle(batch, [(False, _unavailable(exc))] * len(batch))
+                        continue
+                outcomes, healthy = self._commit(conn, batch)
+                if not healthy:
+                    # A connection that failed (read-only file, disk full) can stay
+                    # failed after the cause is fixed: open a fresh one next time, once
+                    # the reader has let go of the file too (see on_failure).
+                    conn.close()
+                    conn = None
+                    self._reader_suspect = True
+                self._settle(batch, outcomes)
+                if any(ok for ok, _ in outcomes):
+                    self._on_commit()
                 if stopping:
                     return
         finally:
-            conn.close()
+            if conn is not None:
+                conn.close()
 
-    def _commit(self, conn: sqlite3.Connection, batch: list[_Pending]) -> None:
+    def _commit(self, conn: sqlite3.Connection,
+                batch: list[_Pending]) -> tuple[list[tuple[bool, Any]], bool]:
+        """Commit a group: each job's outcome, and False when the database itself failed."""
+        healthy = True
         try:
             outcomes = self._transaction(conn, batch)
         except _Poisoned:
@@ -299,9 +367,15 @@ class _Writer:
                 except _Poisoned as exc:
                     outcomes.append((False, exc.cause))
                 except sqlite3.Error as exc:
+                    healthy = False
                     outcomes.append((False, _unavailable(exc)))
         except sqlite3.Error as exc:
+            healthy = False
             outcomes = [(False, _unavailable(exc))] * len(batch)
+        return outcomes, healthy
+
+    @staticmethod
+    def _settle(batch: list[_Pending], outcomes: list[tuple[bool, Any]]) -> None:
         # One wake-up of each event loop per group, not one per job: with thousands of
         # jobs a group, the self-pipe writes were a visible share of the burst profile.
         by_loop: dict[asyncio.AbstractEventLoop, list[tuple[asyncio.Future[Any], bool, Any]]] = {}
@@ -310,8 +384,6 @@ class _Writer:
         for loop, results in by_loop.items():
             with contextlib.suppress(RuntimeError):  # a loop closed meanwhile
                 loop.call_soon_threadsafe(_settle_all, results)
-        if any(ok for ok, _ in outcomes):
-            self._on_commit()
 
     def _transaction(self, conn: sqlite3.Connection, batch: list[_Pending]) -> list[tuple[bool, Any]]:
         conn.execute("BEGIN IMMEDIATE")
@@ -378,8 +450,12 @@ class _Pulse:
 
     async def wait(self, timeout: float) -> None:
         event = self._event
+        # asyncio.timeout, not wait_for: on Python 3.11 wait_for drops a cancellation
+        # that lands just as the event fires (CPython gh-86296), and a stuck watch then
+        # blocks shutdown.
         with contextlib.suppress(TimeoutError):
-            await asyncio.wait_for(event.wait(), timeout)
+            async with asyncio.timeout(timeout):
+                await event.wait()
 
 
 class SQLiteStore:
@@ -399,16 +475,25 @@ class SQLiteStore:
         self._poll = poll_interval
         try:
             self.path.parent.mkdir(parents=True, exist_ok=True)
-            init = _connect(self.path)
+            init, _ = _connect_for_reading(self.path)
             try:
-                init.executescript(_SCHEMA)
+                try:
+                    init.executescript(_SCHEMA)
+                except sqlite3.OperationalError:
+                    # A store that exists but cannot be written right now (read-only
+                    # file or disk): open it for reading; writes fail until it recovers.
+                    if not _has_schema(init):
+                        raise
             finally:
                 init.close()
-            self._reader = _connect(self.path)
+            self._reader, self._degraded = _connect_for_reading(self.path)
+            self._degraded_since = time.monotonic()
         except (sqlite3.Error, OSError) as exc:
             raise Unavailable(f"cannot open the store at {self.path}: {exc}") from exc
         self._pulses: list[tuple[asyncio.AbstractEventLoop, _Pulse]] = []
-        self._writer = _Writer(self.path, self._clock, self._notify, keep_changes, event_ttl)
+        self._loop: asyncio.AbstractEventLoop | None = None
+        self._writer = _Writer(self.path, self._clock, self._notify, keep_changes, event_ttl,
+                               self._reopen_reader_and_wait)
         self._closed = False
 
     # --- plumbing -------------------------------------------------------------------------
@@ -421,9 +506,46 @@ class SQLiteStore:
     async def _write(self, job: Job) -> Any:
         if self._closed:
             raise Unavailable("the store is closed")
+        self._loop = asyncio.get_running_loop()
         return await self._writer.submit(job)
 
+    def _reopen_reader_and_wait(self) -> None:
+        """Called by the writer thread before it reconnects after a failed write.
+
+        SQLite shares, within a process, a file's descriptors and its WAL
+        shared memory among all connections to it. A reader opened while the
+        file was read-only keeps a read-only mapping, which a new writer would
+        join and stay broken after the cause is fixed. So the reader is reopened
+        first, on its loop, and the writer waits for that.
+        """
+        loop = self._loop
+        if loop is None or self._closed:
+            return
+        done = threading.Event()
+
+        def reopen() -> None:
+            try:
+                if not self._closed:
+                    with contextlib.suppress(sqlite3.Error):
+                        self._reader.close()
+                    with contextlib.suppress(sqlite3.Error):
+                        self._reader, self._degraded = _connect_for_reading(self.path)
+            finally:
+                done.set()
+
+        try:
+            loop.call_soon_threadsafe(reopen)
+        except RuntimeError:  # the loop is closed
+            return
+        done.wait(2.0)
+
     def _read(self, sql: str, params: tuple[Any, ...] = ()) -> Rows:
+        if self._degraded and time.monotonic() - self._degraded_since > 1.0:
+            self._degraded_since = time.monotonic()
+            with contextlib.suppress(sqlite3.Error):
+                fresh = _connect(self.path)
+                self._reader.close()
+                self._reader, self._degraded = fresh, False
         try:
             return self._reader.execute(sql, params).fetchall()
         except sqlite3.Error as exc:
@@ -472,11 +594,16 @@ class SQLiteStore:
             cursor = int(resource_version)
         except ValueError as exc:
             raise Expired(f"resourceVersion {resource_version!r} is not one of this store") from exc
+        if self._closed:
+            raise Unavailable("the store is closed")
+        shown: set[tuple[str, str]] = set()  # objects this watch reported as selected
         pulse = _Pulse()
         entry = (asyncio.get_running_loop(), pulse)
         self._pulses.append(entry)
         try:
-            while not self._closed:
+            while True:
+                if self._closed:
+                    raise Unavailable("the store is closed")
                 compacted = self._read("SELECT value FROM meta WHERE key='compacted'")[0][0]
                 if cursor < compacted:
                     raise Expired(f"resourceVersion {cursor} is older than the change log")
@@ -487,13 +614,14 @@ class SQLiteStore:
                     await pulse.wait(self._poll)
                     continue
                 cursor = rows[-1][0]
-                for event in self._events(kind, rows, namespace, labels, known):
+                for event in self._events(kind, rows, namespace, labels, known, shown):
                     yield event
         finally:
             self._pulses.remove(entry)
 
     def _events(self, kind: Kind, rows: Rows, namespace: str | None,
-                labels: Labels | None, known: Known | None) -> Events:
+                labels: Labels | None, known: Known | None,
+                shown: set[tuple[str, str]]) -> Events:
         """Coalesce a batch of changes into one event per object (its latest state),
         skipping what the caller already holds."""
         last: dict[tuple[str, str], tuple[int, str, str | None]] = {}
@@ -520,6 +648,15 @@ class SQLiteStore:
                 change = EventType(type_)
             if labels_match(obj, labels):
                 events.append(WatchEvent(change, obj))
+                if change is EventType.DELETED:
+                    shown.discard((ns, name))
+                else:
+                    shown.add((ns, name))
+            elif change is not EventType.DELETED and (
+                    (ns, name) in shown or (known is not None and known(ns, name))):
+                # It left the selection: for this watch it is gone, as the API server says.
+                shown.discard((ns, name))
+                events.append(WatchEvent(EventType.DELETED, obj))
         return events
 
     async def create(self, obj: Obj) -> Obj:
@@ -596,10 +733,8 @@ class SQLiteStore:
     async def patch_status(
         self, ref: Ref, patch: Mapping[str, Any], *, resource_version: str | None = None
     ) -> Obj:
-        try:  # detach from the caller; refuse what JSON cannot carry before queueing
-            patch = json.loads(_dumps(dict(patch)))
-        except (TypeError, ValueError) as exc:
-            raise Invalid(f"the status patch is not JSON-serialisable: {exc}") from exc
+        # Detach from the caller; refuse what the file cannot hold before queueing.
+        patch = json.loads(_storable(dict(patch), "the status patch"))
 
         def job(tx: _Tx) -> Obj:
             found = tx.row(ref.kind, ref.namespace, ref.name)
@@ -654,10 +789,7 @@ def _prepare(obj: Obj) -> tuple[Kind, str, Obj]:
     """A deep copy of ``obj`` with its kind and namespace checked."""
     if not isinstance(obj, dict):
         raise Invalid("an object must be a mapping")
-    try:
-        draft: Obj = json.loads(_dumps(obj))
-    except (TypeError, ValueError) as exc:
-        raise Invalid(f"the object is not JSON-serialisable: {exc}") from exc
+    draft: Obj = json.loads(_storable(obj, "the object"))
     try:
         kind = Kind(str(draft.get("kind")))
     except ValueError as exc:
