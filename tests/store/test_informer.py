@@ -97,26 +97,12 @@ async def until(predicate: Callable[[], bool], what: str) -> None:
     await eventually(check, what=what)
 
 
-def _informer_loops() -> list[asyncio.Task[Any]]:
-    return [t for t in asyncio.all_tasks()
-            if getattr(t.get_coro(), "__qualname__", "") == "Informer.run.<locals>.loop"]
-
-
 async def stop(task: asyncio.Task[Any]) -> None:
-    """Cancel an informer's ``run`` task until it ends, and surface what it died of.
-
-    Cancelling ``run`` once is not always enough: on Python 3.11 the SQLite watch
-    loses a cancellation that arrives just after a commit woke it (see
-    test_sqlite.py::test_a_cancelled_watch_stops_...), its TaskGroup cancels a child
-    only once, and runtime.informer.running() then waits for ever. So each round
-    cancels the per-namespace loops as well; once the test stops writing, no wake-up
-    can meet a cancellation any more.
-    """
-    while not task.done():
-        task.cancel()
-        for loop in _informer_loops():
-            loop.cancel()
-        await asyncio.wait({task}, timeout=0.05)
+    """Cancel an informer's ``run`` task once; it must end promptly (a lost
+    cancellation used to hang here), and surface what it died of."""
+    task.cancel()
+    done, _ = await asyncio.wait({task}, timeout=PATIENCE)
+    assert done, "the informer did not stop within PATIENCE of one cancellation"
     if not task.cancelled() and task.exception() is not None:
         raise task.exception()  # type: ignore[misc]
 

@@ -34,13 +34,6 @@ def labels_match(obj: Obj, labels: Labels | None) -> bool:
     )
 
 
-def selector_string(labels: Labels | None) -> str | None:
-    """The Kubernetes ``labelSelector`` text for ``labels``."""
-    if not labels:
-        return None
-    return ",".join(key if want is None else f"{key}={want}" for key, want in labels.items())
-
-
 class StoreError(Exception):
     """Base of store errors. ``temporary`` says whether retrying can help."""
 

@@ -210,14 +210,16 @@ async def run_kubernetes(settings: KubernetesSettings) -> None:
     def ready() -> bool:
         # Synced caches, and a standby counts as ready while it can reach the API:
         # tying readiness to holding the lease would leave standbys forever unready
-        # and stall rolling updates. /leaderz tells the leader apart.
+        # and stall rolling updates; /leaderz tells the leader apart. The router is
+        # not part of it: NATS being away must not take the scheduler out of service
+        # (the router logs and retries on its own).
         ok = True
         if controller is not None:
             ok = controller.ready.is_set()
+        elif router is not None:
+            ok = router.ready.is_set()
         if elector is not None:
             ok = ok and (elector.is_leading or elector.healthy)
-        if router is not None:
-            ok = ok and router.ready.is_set()
         return ok
 
     def leading() -> bool:

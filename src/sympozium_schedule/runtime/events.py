@@ -13,7 +13,6 @@ import contextlib
 import socket
 import time
 from dataclasses import dataclass, field
-from typing import Any
 
 import structlog
 
@@ -117,7 +116,3 @@ class EventRecorder:
         with contextlib.suppress(TimeoutError):
             async with asyncio.timeout(timeout):
                 await self._queue.join()
-
-
-def event_summary(event: Obj) -> dict[str, Any]:
-    return {k: event.get(k) for k in ("type", "reason", "message", "lastTimestamp")}

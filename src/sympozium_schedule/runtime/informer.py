@@ -14,7 +14,6 @@ ignored by comparing resourceVersions.
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import random
 from collections.abc import Callable
 from typing import Any
@@ -206,22 +205,3 @@ async def run_informers(*informers: Informer) -> None:
     async with asyncio.TaskGroup() as group:
         for informer in informers:
             group.create_task(informer.run())
-
-
-async def wait_synced(*informers: Informer, timeout: float | None = None) -> None:
-    async with asyncio.timeout(timeout):
-        for informer in informers:
-            await informer.synced.wait()
-
-
-@contextlib.asynccontextmanager
-async def running(*informers: Informer, timeout: float | None = None) -> Any:
-    """Run informers in the background for the duration of the block."""
-    task = asyncio.create_task(run_informers(*informers))
-    try:
-        await wait_synced(*informers, timeout=timeout)
-        yield task
-    finally:
-        task.cancel()
-        with contextlib.suppress(asyncio.CancelledError):
-            await task
