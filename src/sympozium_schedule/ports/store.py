@@ -8,7 +8,7 @@ opaque string; writes that carry one are conditional (optimistic concurrency).
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator, Callable, Mapping
+from collections.abc import AsyncIterator, Callable, Mapping, Sequence
 from dataclasses import dataclass
 from enum import StrEnum
 from typing import Any, Protocol
@@ -103,6 +103,31 @@ class Listing:
     resource_version: str
 
 
+@dataclass(frozen=True, slots=True)
+class Create:
+    obj: Obj
+
+
+@dataclass(frozen=True, slots=True)
+class PatchStatus:
+    ref: Ref
+    patch: Mapping[str, Any]
+    resource_version: str | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class Delete:
+    ref: Ref
+    uid: str | None = None
+    missing_ok: bool = False  # NotFound counts as done
+
+
+Write = Create | PatchStatus | Delete
+# What a write gave: the object written (None for a delete), or why it failed.
+WriteResult = Obj | None | StoreError
+GroupResults = list[list[WriteResult]]  # module level: in a Store class, `list` is a method
+
+
 class Store(Protocol):
     """What the runtime, the router and the CLI need from a store."""
 
@@ -150,6 +175,16 @@ class Store(Protocol):
     async def delete(self, ref: Ref, *, uid: str | None = None) -> None:
         """Delete (and, like Kubernetes' garbage collector, the objects it owns).
         With ``uid``, only that incarnation is deleted (:class:`Conflict` otherwise)."""
+        ...
+
+    async def write_groups(self, groups: Sequence[Sequence[Write]]) -> GroupResults:
+        """Many independent groups of writes at once (a burst of fires).
+
+        Within a group the writes run in order, each only if the one before
+        succeeded; a group's results end at its first failure (that StoreError
+        is the last entry). Groups do not affect each other. Nothing is atomic
+        across writes: this only saves the per-call overhead of one call each.
+        """
         ...
 
     async def close(self) -> None: ...

@@ -48,14 +48,19 @@ from sympozium_schedule.core.model import (
 from sympozium_schedule.ports.store import (
     AlreadyExists,
     Conflict,
+    Create,
+    Delete,
     EventType,
     Invalid,
     Labels,
     NotFound,
     Obj,
+    PatchStatus,
     Ref,
     Store,
     StoreError,
+    Write,
+    WriteResult,
 )
 from sympozium_schedule.runtime.clock import Clock, system_clock
 from sympozium_schedule.runtime.events import EventRecorder
@@ -63,6 +68,10 @@ from sympozium_schedule.runtime.informer import Informer, Key, key_of, run_infor
 from sympozium_schedule.runtime.metrics import Metrics
 
 log = structlog.get_logger("controller")
+
+# Store calls of one pass in flight at once: the next chunk is decided while one
+# is being written, and a burst never queues more than this.
+_CHUNKS_IN_FLIGHT = 2
 
 # Re-read the wall clock at least this often while idle, so a clock step
 # (NTP, a suspended laptop) cannot leave a timer armed for the wrong instant.
@@ -85,10 +94,13 @@ class ControllerSettings:
     # watching every ConfigMap in a cluster would be wasteful.
     memory_labels: Labels | None = None
     run_labels: Labels = field(default_factory=lambda: {LABEL_SCHEDULE: None})
-    max_in_flight: int = 256
+    chunk_size: int = 256  # decisions per store call in a pass
     retry_initial: float = 0.5
     retry_max: float = 30.0
     record_events: bool = True
+
+
+_Planned = tuple[Key, Obj, ScheduleView, Decision]
 
 
 class Controller:
@@ -268,19 +280,30 @@ class Controller:
     async def _pass(self) -> None:
         """Decide for every dirty schedule and execute the decisions.
 
-        Deciding and writing are interleaved (a decision starts executing as soon
-        as it is made, up to ``max_in_flight`` at once) so the store works while
-        the next decisions are computed; decisions with nothing to write cost no
-        task at all.
+        Decisions with writes are sent to the store in chunks (one
+        ``write_groups`` call each) while the next ones are being decided, so the
+        store works in parallel with the core; decisions with nothing to write
+        cost no store call at all. A decision whose writes did not all succeed
+        (the run's name taken, a conflict) goes through :meth:`_execute`, which
+        handles each case.
         """
         keys, self._dirty = self._dirty, set()
         now = self.clock()
-        limit = asyncio.Semaphore(self.settings.max_in_flight)
+        slots = asyncio.Semaphore(_CHUNKS_IN_FLIGHT)
         running: set[asyncio.Task[None]] = set()
+        chunk: list[_Planned] = []
 
-        def finished(task: asyncio.Task[None]) -> None:
-            running.discard(task)
-            limit.release()
+        async def flush(batch: list[_Planned]) -> None:
+            try:
+                await self._write_batch(batch, now)
+            finally:
+                slots.release()
+
+        async def send(batch: list[_Planned]) -> None:
+            await slots.acquire()
+            task = asyncio.create_task(flush(batch))
+            running.add(task)
+            task.add_done_callback(running.discard)
 
         for key in keys:
             planned = self._decide(key, now)
@@ -291,12 +314,62 @@ class Controller:
                 self._arm(key, decision.wake_at)
                 self._retries.pop(key, None)
                 continue
-            await limit.acquire()
-            task = asyncio.create_task(self._execute(key, obj, view, decision, now))
-            running.add(task)
-            task.add_done_callback(finished)
+            chunk.append((key, obj, view, decision))
+            if len(chunk) >= self.settings.chunk_size:
+                await send(chunk)
+                chunk = []
+        if chunk:
+            await send(chunk)
         if running:
             await asyncio.gather(*running)
+
+    def _writes(self, obj: Obj, decision: Decision) -> list[Write]:
+        ns = (obj.get("metadata") or {}).get("namespace") or "default"
+        writes: list[Write] = [Delete(Ref(Kind.AGENT_RUN, ns, name), missing_ok=True)
+                               for name in decision.delete]
+        if decision.create is not None:
+            writes.append(Create(decision.create))
+        patch = diff_patch(obj.get("status") or {}, decision.status, MANAGED_STATUS_KEYS)
+        if patch:
+            writes.append(PatchStatus(Ref.of(obj), patch,
+                                      (obj.get("metadata") or {}).get("resourceVersion")))
+        return writes
+
+    async def _write_batch(self, batch: list[_Planned], now: datetime) -> None:
+        if self.leader is not None and not self.leader.is_leading:
+            for key, *_ in batch:
+                self.mark(key)
+            return
+        writes = [self._writes(obj, decision) for _, obj, _, decision in batch]
+        try:
+            results = await self.store.write_groups(writes)
+        except StoreError:
+            results = [[] for _ in batch]  # each goes the careful way below
+        for (key, obj, view, decision), wanted, got in zip(batch, writes, results, strict=True):
+            if len(got) == len(wanted) and not any(isinstance(r, StoreError) for r in got):
+                self._written(key, obj, decision, wanted, got)
+            else:
+                await self._execute(key, obj, view, decision, now)
+
+    def _written(self, key: Key, obj: Obj, decision: Decision, writes: list[Write],
+                 results: list[WriteResult]) -> None:
+        """Bring the caches up to date with writes that all succeeded, then account."""
+        blog = log.bind(namespace=key[0], schedule=key[1])
+        for write, result in zip(writes, results, strict=True):
+            if isinstance(write, Delete):
+                self._forget_run(write.ref.namespace, write.ref.name)
+                self.metrics.store_writes.labels("delete").inc()
+            elif isinstance(write, Create):
+                assert isinstance(result, dict)
+                self._observe_run(result)
+                self.metrics.store_writes.labels("create").inc()
+            else:
+                assert isinstance(result, dict)
+                self.schedules.observe(result, notify=False)
+                self.metrics.store_writes.labels("status").inc()
+        self._account(obj, decision, blog)
+        self._arm(key, decision.wake_at)
+        self._retries.pop(key, None)
 
     @staticmethod
     def _nothing_to_write(obj: Obj, decision: Decision) -> bool:
@@ -407,6 +480,9 @@ class Controller:
         with contextlib.suppress(NotFound):
             await self.store.delete(Ref(Kind.AGENT_RUN, namespace, name))
             self.metrics.store_writes.labels("delete").inc()
+        self._forget_run(namespace, name)
+
+    def _forget_run(self, namespace: str, name: str) -> None:
         gone = self.runs.get(namespace, name)
         self.runs.forget(namespace, name, notify=False)
         if gone is not None:

@@ -15,7 +15,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import time
-from collections.abc import AsyncIterator, Mapping
+from collections.abc import AsyncIterator, Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -30,18 +30,23 @@ from sympozium_schedule.core.model import GROUP, VERSION, Kind
 from sympozium_schedule.ports.store import (
     AlreadyExists,
     Conflict,
+    Create,
     EventType,
     Expired,
+    GroupResults,
     Invalid,
     Known,
     Labels,
     Listing,
     NotFound,
     Obj,
+    PatchStatus,
     Ref,
     StoreError,
     Unavailable,
     WatchEvent,
+    Write,
+    WriteResult,
 )
 
 FIELD_MANAGER = "sympozium-schedule"
@@ -219,6 +224,35 @@ class KubernetesStore:
                 raise Conflict(f"{ref} is another incarnation (uid {current['metadata'].get('uid')})")
         await self.call(f"delete {ref}", self.client.delete(RESOURCES[ref.kind], ref.name,
                                                               namespace=ref.namespace))
+
+    async def write_groups(self, groups: Sequence[Sequence[Write]]) -> GroupResults:
+        """The API has no batch call: groups run concurrently (the rate limiter paces
+        them), each group's writes in order."""
+
+        async def one(write: Write) -> WriteResult:
+            if isinstance(write, Create):
+                return await self.create(write.obj)
+            if isinstance(write, PatchStatus):
+                return await self.patch_status(write.ref, write.patch,
+                                               resource_version=write.resource_version)
+            try:
+                await self.delete(write.ref, uid=write.uid)
+            except NotFound:
+                if not write.missing_ok:
+                    raise
+            return None
+
+        async def group(writes: Sequence[Write]) -> list[WriteResult]:
+            done: list[WriteResult] = []
+            for write in writes:
+                try:
+                    done.append(await one(write))
+                except StoreError as exc:
+                    done.append(exc)
+                    break
+            return done
+
+        return list(await asyncio.gather(*(group(g) for g in groups)))
 
     async def close(self) -> None:
         with contextlib.suppress(Exception):

@@ -19,7 +19,6 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import json
 import os
 import queue
 import secrets
@@ -27,11 +26,13 @@ import sqlite3
 import threading
 import time
 import uuid
-from collections.abc import AsyncIterator, Callable, Mapping
+from collections.abc import AsyncIterator, Callable, Mapping, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
+
+import orjson
 
 from sympozium_schedule.core.errors import SpecError
 from sympozium_schedule.core.merge import merge_patch
@@ -39,18 +40,23 @@ from sympozium_schedule.core.model import Kind, check_name, format_time, is_dns1
 from sympozium_schedule.ports.store import (
     AlreadyExists,
     Conflict,
+    Create,
     EventType,
     Expired,
+    GroupResults,
     Invalid,
     Known,
     Labels,
     Listing,
     NotFound,
     Obj,
+    PatchStatus,
     Ref,
     StoreError,
     Unavailable,
     WatchEvent,
+    Write,
+    WriteResult,
     labels_match,
 )
 
@@ -115,7 +121,9 @@ def _connect_for_reading(path: Path) -> tuple[sqlite3.Connection, bool]:
 
 
 def _dumps(value: Any) -> str:
-    return json.dumps(value, separators=(",", ":"), ensure_ascii=False)
+    # orjson: an order of magnitude faster than json on the fire path, and it refuses
+    # what UTF-8 cannot hold (lone surrogates) by itself.
+    return orjson.dumps(value).decode()
 
 
 def _has_schema(conn: sqlite3.Connection) -> bool:
@@ -130,18 +138,16 @@ def _storable(value: Any, what: str) -> str:
     """``value`` as JSON text the database can hold, or :class:`Invalid`: not JSON at
     all, or text with lone surrogates (valid in Python, not in UTF-8)."""
     try:
-        text = _dumps(value)
-        text.encode("utf-8")
-    except (TypeError, ValueError) as exc:
+        return _dumps(value)
+    except (TypeError, ValueError) as exc:  # orjson.JSONEncodeError is a TypeError
         raise Invalid(f"{what} cannot be stored: {exc}") from exc
-    return text
 
 
 def _assemble(body: str, status: str | None, rv: int) -> Obj:
-    obj: Obj = json.loads(body)
+    obj: Obj = orjson.loads(body)
     obj["metadata"]["resourceVersion"] = str(rv)
     if status is not None:
-        obj["status"] = json.loads(status)
+        obj["status"] = orjson.loads(status)
     return obj
 
 
@@ -633,7 +639,7 @@ class SQLiteStore:
         events: Events = []
         for (ns, name), (rv, type_, body) in last.items():
             if type_ == EventType.DELETED.value:
-                obj = json.loads(body) if body else {
+                obj = orjson.loads(body) if body else {
                     "kind": kind.value, "metadata": {"name": name, "namespace": ns}}
                 change = EventType.DELETED
             else:
@@ -660,6 +666,10 @@ class SQLiteStore:
         return events
 
     async def create(self, obj: Obj) -> Obj:
+        result: Obj = await self._write(self._create_job(obj))
+        return result
+
+    def _create_job(self, obj: Obj) -> Job:
         kind, namespace, draft = _prepare(obj)
         if not draft["metadata"].get("name") and draft["metadata"].get("generateName"):
             base = str(draft["metadata"]["generateName"])
@@ -691,8 +701,7 @@ class SQLiteStore:
                 created["status"] = body_status
             return created
 
-        result: Obj = await self._write(job)
-        return result
+        return job
 
     async def update(self, obj: Obj) -> Obj:
         kind, namespace, draft = _prepare(obj)
@@ -709,7 +718,7 @@ class SQLiteStore:
             if expected and str(expected) != str(rv):
                 raise Conflict(f"{kind.value} {namespace}/{name} changed (resourceVersion "
                                f"{rv}, not {expected}): read it again and retry")
-            current = json.loads(body)
+            current = orjson.loads(body)
             meta = {k: v for k, v in draft["metadata"].items() if k not in _MANAGED_META}
             for key in _MANAGED_META:
                 if key in current["metadata"]:
@@ -733,8 +742,12 @@ class SQLiteStore:
     async def patch_status(
         self, ref: Ref, patch: Mapping[str, Any], *, resource_version: str | None = None
     ) -> Obj:
+        result: Obj = await self._write(self._patch_job(ref, patch, resource_version))
+        return result
+
+    def _patch_job(self, ref: Ref, patch: Mapping[str, Any], resource_version: str | None) -> Job:
         # Detach from the caller; refuse what the file cannot hold before queueing.
-        patch = json.loads(_storable(dict(patch), "the status patch"))
+        patch = orjson.loads(_storable(dict(patch), "the status patch"))
 
         def job(tx: _Tx) -> Obj:
             found = tx.row(ref.kind, ref.namespace, ref.name)
@@ -743,7 +756,7 @@ class SQLiteStore:
             _uid, rv, body, status = found
             if resource_version and str(resource_version) != str(rv):
                 raise Conflict(f"{ref} changed (resourceVersion {rv}, not {resource_version})")
-            current = json.loads(status) if status else {}
+            current = orjson.loads(status) if status else {}
             merged = merge_patch(current, patch)
             if merged == current:
                 return _assemble(body, status, rv)
@@ -751,24 +764,71 @@ class SQLiteStore:
             _check_size(body, new_status)
             new_rv = tx.bump()
             tx.set_status(ref.kind, ref.namespace, ref.name, new_rv, new_status)
-            obj: Obj = json.loads(body)
+            obj: Obj = orjson.loads(body)
             obj["metadata"]["resourceVersion"] = str(new_rv)
             obj["status"] = merged
             return obj
 
-        result: Obj = await self._write(job)
-        return result
+        return job
 
     async def delete(self, ref: Ref, *, uid: str | None = None) -> None:
+        await self._write(self._delete_job(ref, uid, missing_ok=False))
+
+    @staticmethod
+    def _delete_job(ref: Ref, uid: str | None, *, missing_ok: bool) -> Job:
         def job(tx: _Tx) -> None:
             found = tx.row(ref.kind, ref.namespace, ref.name)
             if found is None:
+                if missing_ok:
+                    return
                 raise NotFound(f"{ref} not found")
             if uid and found[0] != uid:
                 raise Conflict(f"{ref} is another incarnation (uid {found[0]}, not {uid})")
             tx.remove(ref.kind, ref.namespace, ref.name, found[0])
 
-        await self._write(job)
+        return job
+
+    async def write_groups(self, groups: Sequence[Sequence[Write]]) -> GroupResults:
+        """All groups as one job of the writer: one queue entry, one future, one
+        wake-up, instead of one each per write (what a burst of fires spends most on)."""
+        prepared: list[list[Job | StoreError]] = []
+        for group in groups:
+            jobs: list[Job | StoreError] = []
+            for write in group:
+                try:
+                    jobs.append(self._job_for(write))
+                except StoreError as exc:
+                    jobs.append(exc)
+                    break
+            prepared.append(jobs)
+
+        def job(tx: _Tx) -> GroupResults:
+            results: GroupResults = []
+            for jobs in prepared:
+                done: list[WriteResult] = []
+                for item in jobs:
+                    if isinstance(item, StoreError):
+                        done.append(item)
+                        break
+                    try:
+                        done.append(item(tx))
+                    except StoreError as exc:
+                        done.append(exc)
+                        break
+                results.append(done)
+            return results
+
+        if not prepared:
+            return []
+        result: GroupResults = await self._write(job)
+        return result
+
+    def _job_for(self, write: Write) -> Job:
+        if isinstance(write, Create):
+            return self._create_job(write.obj)
+        if isinstance(write, PatchStatus):
+            return self._patch_job(write.ref, write.patch, write.resource_version)
+        return self._delete_job(write.ref, write.uid, missing_ok=write.missing_ok)
 
     async def close(self) -> None:
         if self._closed:
@@ -789,7 +849,7 @@ def _prepare(obj: Obj) -> tuple[Kind, str, Obj]:
     """A deep copy of ``obj`` with its kind and namespace checked."""
     if not isinstance(obj, dict):
         raise Invalid("an object must be a mapping")
-    draft: Obj = json.loads(_storable(obj, "the object"))
+    draft: Obj = orjson.loads(_storable(obj, "the object"))
     try:
         kind = Kind(str(draft.get("kind")))
     except ValueError as exc:
