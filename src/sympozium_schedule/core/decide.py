@@ -33,7 +33,6 @@ from sympozium_schedule.core.model import (
     ScheduleView,
     format_time,
 )
-from sympozium_schedule.core.naming import run_name
 from sympozium_schedule.core.runs import RunTemplate, build_agent_run
 
 READY = "Ready"
@@ -286,6 +285,24 @@ def reconcile(
         return done(Outcome.ERROR, delete=prune)
 
     cursor = st.last_schedule_time
+    # Runs of ticks after the cursor exist only when a fire was cut short between
+    # creating its run and writing status (a crash, a failed status write, a lost
+    # race with another controller): count every one of them, move the cursor past
+    # them, and never create a second run for their ticks.
+    unrecorded = sorted(
+        (r for r in mine if not r.manual and r.scheduled_time is not None
+         and (cursor is None or r.scheduled_time > cursor)),
+        key=lambda r: r.order_key)
+    if unrecorded:
+        newest = unrecorded[-1]
+        assert newest.scheduled_time is not None
+        b.total_runs += len(unrecorded)
+        b.last_run_time = newest.scheduled_time
+        b.last_run_name = newest.name
+        cursor = b.last_schedule_time = newest.scheduled_time
+        if TICK_SKIPPED in b.conditions:
+            b.condition(TICK_SKIPPED, "False", "RunCreated",
+                        f"the {format_time(newest.scheduled_time)} tick fired")
     edited = st.observed_generation is not None and st.observed_generation != schedule.meta.generation
     if edited or was_suspended:
         cursor = max(cursor, now) if cursor else now
@@ -296,19 +313,12 @@ def reconcile(
 
     due, b.next_run_time = _due_and_next(schedule, spec, compiled, cursor, now)
     if due is None:
+        if unrecorded:
+            return done(Outcome.RECORDED, delete=prune, wake=b.next_run_time,
+                        tick=unrecorded[-1].scheduled_time)
         return done(Outcome.IDLE, delete=prune, wake=b.next_run_time)
 
     b.last_schedule_time = due
-    if any(r.name == run_name(schedule.meta.name, due) for r in mine):
-        # The tick's run exists but the status never said so: a fire cut short
-        # between creating the run and writing status (a crash, a lost race
-        # with another controller). Count it; never create a second one.
-        b.last_run_time = due
-        b.last_run_name = run_name(schedule.meta.name, due)
-        b.total_runs += 1
-        if TICK_SKIPPED in b.conditions:
-            b.condition(TICK_SKIPPED, "False", "RunCreated", f"the {format_time(due)} tick fired")
-        return done(Outcome.RECORDED, delete=prune, wake=b.next_run_time, tick=due)
     plan = _plan(spec, active, due, now)
     if not plan.fire:
         assert plan.skip is not None

@@ -305,8 +305,15 @@ class ScheduleView:
     status: ScheduleStatus
 
     @classmethod
-    def of(cls, obj: dict[str, Any]) -> ScheduleView:
+    def of(cls, obj: dict[str, Any], *, previous: ScheduleView | None = None) -> ScheduleView:
+        """Parse ``obj``. With ``previous`` (an earlier view of the same object), the
+        spec is reused when the generation says it has not changed: a status write,
+        the common change, then costs no validation of the spec."""
         meta = ObjectView.of(obj)
+        if (previous is not None and previous.meta.uid == meta.uid
+                and previous.meta.generation == meta.generation and meta.uid):
+            return cls(meta, previous.spec, previous.spec_error,
+                       ScheduleStatus.from_dict(obj.get("status")))
         spec: ScheduleSpec | None = None
         error: SpecError | None = None
         try:
@@ -330,6 +337,7 @@ class RunView:
     scheduled_time: datetime | None
     creation: datetime | None
     owner_uids: tuple[str, ...]
+    manual: bool = False  # started by a trigger, outside the cron
 
     @property
     def finished(self) -> bool:
@@ -354,6 +362,7 @@ class RunView:
             scheduled_time=parse_time(meta.annotations.get(ANNOTATION_SCHEDULED_TIME)),
             creation=meta.creation,
             owner_uids=meta.owner_uids,
+            manual=meta.annotations.get(ANNOTATION_TRIGGER) == "manual",
         )
 
 

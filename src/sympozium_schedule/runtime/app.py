@@ -215,7 +215,7 @@ async def run_kubernetes(settings: KubernetesSettings) -> None:
         # (the router logs and retries on its own).
         ok = True
         if controller is not None:
-            ok = controller.ready.is_set()
+            ok = controller.synced.is_set()
         elif router is not None:
             ok = router.ready.is_set()
         if elector is not None:

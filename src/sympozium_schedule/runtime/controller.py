@@ -45,6 +45,7 @@ from sympozium_schedule.core.model import (
     ScheduleView,
     memory_configmap_name,
 )
+from sympozium_schedule.core.runs import RunTemplate
 from sympozium_schedule.ports.store import (
     AlreadyExists,
     Conflict,
@@ -127,13 +128,15 @@ class Controller:
                                labels=self.settings.memory_labels)
         self.events = EventRecorder(store, metrics=self.metrics, clock=clock)
         self.metrics.watch_phases(self._phases)
-        self.ready = asyncio.Event()
+        self.synced = asyncio.Event()  # caches filled
+        self.ready = asyncio.Event()  # caches filled and a first pass made (timers armed)
         self.passes = 0
 
         self._runs_by_schedule: dict[Key, set[str]] = {}
         self._instance_of: dict[Key, Key] = {}
         self._schedules_by_instance: dict[Key, set[Key]] = {}
         self._views: dict[Key, tuple[str, ScheduleView]] = {}
+        self._templates: dict[Key, tuple[str, RunTemplate]] = {}
         self._dirty: set[Key] = set()
         self._wakeup = asyncio.Event()
         self._heap: list[tuple[float, Key]] = []
@@ -182,6 +185,8 @@ class Controller:
         return key
 
     def _on_instance(self, change: EventType, obj: Obj) -> None:
+        if change is EventType.DELETED:
+            self._templates.pop(key_of(obj), None)
         for key in list(self._schedules_by_instance.get(key_of(obj), ())):
             self.mark(key)
 
@@ -260,6 +265,7 @@ class Controller:
     async def _work(self) -> None:
         for informer in (self.schedules, self.runs, self.instances, self.memory):
             await informer.synced.wait()
+        self.synced.set()  # a standby is ready from here on; only the leader passes
         self.mark_all()
         self._rearm()
         try:
@@ -354,20 +360,20 @@ class Controller:
     def _written(self, key: Key, obj: Obj, decision: Decision, writes: list[Write],
                  results: list[WriteResult]) -> None:
         """Bring the caches up to date with writes that all succeeded, then account."""
-        blog = log.bind(namespace=key[0], schedule=key[1])
+        m = self.metrics
         for write, result in zip(writes, results, strict=True):
             if isinstance(write, Delete):
                 self._forget_run(write.ref.namespace, write.ref.name)
-                self.metrics.store_writes.labels("delete").inc()
+                m.deletes.inc()
             elif isinstance(write, Create):
                 assert isinstance(result, dict)
                 self._observe_run(result)
-                self.metrics.store_writes.labels("create").inc()
+                m.creates.inc()
             else:
                 assert isinstance(result, dict)
                 self.schedules.observe(result, notify=False)
-                self.metrics.store_writes.labels("status").inc()
-        self._account(obj, decision, blog)
+                m.status_writes.inc()
+        self._account(obj, decision, key)
         self._arm(key, decision.wake_at)
         self._retries.pop(key, None)
 
@@ -381,11 +387,25 @@ class Controller:
         cached = self._views.get(key)
         if cached is not None and cached[0] == rv:
             return cached[1]
-        view = ScheduleView.of(obj)
+        view = ScheduleView.of(obj, previous=cached[1] if cached is not None else None)
         self._views[key] = (rv, view)
         return view
 
-    def _inputs(self, key: Key, view: ScheduleView) -> tuple[list[RunView], Obj | None, str | None]:
+    def _template(self, namespace: str, name: str) -> RunTemplate | None:
+        """What the instance gives every run, derived once per instance version."""
+        instance = self.instances.get(namespace, name)
+        if instance is None:
+            return None
+        rv = str((instance.get("metadata") or {}).get("resourceVersion"))
+        cached = self._templates.get((namespace, name))
+        if cached is not None and cached[0] == rv:
+            return cached[1]
+        template = RunTemplate.of(instance)
+        self._templates[(namespace, name)] = (rv, template)
+        return template
+
+    def _inputs(self, key: Key, view: ScheduleView
+                ) -> tuple[list[RunView], RunTemplate | None, str | None]:
         ns = key[0]
         runs = []
         for name in self._runs_by_schedule.get(key, ()):
@@ -394,7 +414,7 @@ class Controller:
                 runs.append(RunView.of(run))
         instance = memory = None
         if view.spec is not None:
-            instance = self.instances.get(ns, view.spec.instance_ref)
+            instance = self._template(ns, view.spec.instance_ref)
             cm = self.memory.get(ns, memory_configmap_name(view.spec.instance_ref))
             data = (cm or {}).get("data") or {}
             value = data.get(MEMORY_KEY) if isinstance(data, dict) else None
@@ -431,7 +451,7 @@ class Controller:
             if decision.create is not None:
                 decision = await self._create_run(view, decision, now, blog)
             await self._write_status(obj, decision.status)
-            self._account(obj, decision, blog)
+            self._account(obj, decision, key)
             self._arm(key, decision.wake_at)
             self._retries.pop(key, None)
         except Conflict:
@@ -469,7 +489,7 @@ class Controller:
         except Invalid as exc:
             return tick_failed(view, decision, "RunRejected", f"the store refused the run: {exc}", now)
         self._observe_run(created)
-        self.metrics.store_writes.labels("create").inc()
+        self.metrics.creates.inc()
         return decision
 
     def _observe_run(self, run: Obj) -> None:
@@ -479,7 +499,7 @@ class Controller:
     async def _delete_run(self, namespace: str, name: str) -> None:
         with contextlib.suppress(NotFound):
             await self.store.delete(Ref(Kind.AGENT_RUN, namespace, name))
-            self.metrics.store_writes.labels("delete").inc()
+            self.metrics.deletes.inc()
         self._forget_run(namespace, name)
 
     def _forget_run(self, namespace: str, name: str) -> None:
@@ -495,27 +515,32 @@ class Controller:
         meta = obj.get("metadata") or {}
         updated = await self.store.patch_status(
             Ref.of(obj), patch, resource_version=meta.get("resourceVersion"))
-        self.metrics.store_writes.labels("status").inc()
+        self.metrics.status_writes.inc()
         self.schedules.observe(updated, notify=False)
 
-    def _account(self, obj: Obj, decision: Decision, blog: Any) -> None:
+    def _account(self, obj: Obj, decision: Decision, key: Key) -> None:
+        """Metrics, a log line and Events for an executed decision."""
+        ns, name = key
+        m = self.metrics
         if decision.outcome is Outcome.FIRED and decision.create is not None:
             assert decision.tick is not None
             lag = (self.clock() - decision.tick).total_seconds()
-            self.metrics.fires.labels("schedule").inc()
-            self.metrics.fire_lag.observe(max(lag, 0.0))
-            blog.info("fired", run=decision.create["metadata"]["name"],
-                      tick=decision.tick.isoformat(), lag_ms=round(lag * 1000, 1))
+            m.scheduled_fires.inc()
+            m.fire_lag.observe(max(lag, 0.0))
+            log.info("fired", namespace=ns, schedule=name, run=decision.create["metadata"]["name"],
+                     tick=decision.tick.isoformat(), lag_ms=round(lag * 1000, 1))
         elif decision.outcome is Outcome.SKIPPED:
-            self.metrics.skips.labels(decision.skip_reason or "other").inc()
-            blog.info("tick skipped", reason=decision.skip_reason,
-                      tick=decision.tick.isoformat() if decision.tick else None)
+            m.skips.labels(decision.skip_reason or "other").inc()
+            log.info("tick skipped", namespace=ns, schedule=name, reason=decision.skip_reason,
+                     tick=decision.tick.isoformat() if decision.tick else None)
         elif decision.outcome is Outcome.RECORDED:
-            blog.info("recorded a run created before a restart", tick=str(decision.tick))
+            log.info("recorded a run created before a restart", namespace=ns, schedule=name,
+                     tick=str(decision.tick))
         for note in decision.notes:
             if note.type == "Warning" and note.reason not in ("TickSkipped",):
-                self.metrics.errors.labels(note.reason).inc()
-                blog.warning("schedule needs attention", reason=note.reason, message=note.message)
+                m.errors.labels(note.reason).inc()
+                log.warning("schedule needs attention", namespace=ns, schedule=name,
+                            reason=note.reason, message=note.message)
             if self.settings.record_events:
                 self.events.record(obj, note)
 

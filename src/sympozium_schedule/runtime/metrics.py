@@ -47,6 +47,11 @@ class Metrics:
         self.events_dropped = Counter("sympozium_schedule_events_dropped",
                                       "Kubernetes Events not written (rate limit or error)",
                                       registry=r)
+        # Children resolved once: labels() is a dict lookup under a lock, per fire.
+        self.scheduled_fires = self.fires.labels("schedule")
+        self.creates = self.store_writes.labels("create")
+        self.deletes = self.store_writes.labels("delete")
+        self.status_writes = self.store_writes.labels("status")
         self.router_requests = Counter("sympozium_schedule_router_requests",
                                        "Self-scheduling requests, by action and outcome",
                                        ["action", "outcome"], registry=r)

@@ -1,0 +1,427 @@
+"""Kubernetes mode against the emulated API: the server on a port, the real
+``sympozium-schedule`` processes pointed at it by a kubeconfig, and a test's namespace.
+
+Each process authenticates with a token of its own, which the emulator records with every
+call: that is how a test counts what the controller (and not the test itself) asked for.
+Nothing sleeps to wait for something to happen: :func:`wait_until` polls, with timeouts a
+loaded 2-core machine meets; a test only sleeps for a window in which nothing must happen.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import functools
+import itertools
+import json
+import os
+import re
+import signal
+import socket
+import subprocess
+import sys
+import urllib.error
+import urllib.request
+from collections.abc import AsyncIterator, Callable, Iterator, Mapping
+from dataclasses import dataclass
+from datetime import datetime
+from pathlib import Path
+from typing import Any
+
+import pytest
+from jsonschema import Draft202012Validator
+
+from sympozium_schedule import manifests
+from sympozium_schedule.adapters.nats.server import EmbeddedNats
+from sympozium_schedule.agents.schedule_task import result_path, schedule_task
+from sympozium_schedule.core.model import API_VERSION, parse_time
+from sympozium_schedule.runtime.bridge import Bridge, BridgeSettings
+from tests.k8s.emulator import Api, ApiServer, Obj, wait_until
+
+# Generous for a loaded 2-core machine; a passing test never waits anywhere near it.
+TIMEOUT = 20.0
+PROGRAM = str(Path(sys.executable).parent / "sympozium-schedule")
+LEASE_NAMESPACE = "sympozium-schedule"  # the install's namespace, where its Role grants the Lease
+SCHEDULED_TIME = "sympozium.ai/scheduled-time"
+
+
+def free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        port: int = sock.getsockname()[1]
+        return port
+
+
+# --- the processes --------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class Probe:
+    status: int  # 0: nothing answered
+    body: str
+
+
+class Process:
+    """A ``sympozium-schedule`` command against the emulator, logging JSON lines to a file."""
+
+    def __init__(self, server: ApiServer, directory: Path, user: str, args: list[str], port_flag: str):
+        self.server = server
+        self.user = user  # also its identity (POD_NAME) for leader election
+        self.port = free_port()
+        self.log_path = directory / f"{user}.log"
+        kubeconfig = server.kubeconfig(directory / f"{user}.kubeconfig", user=user)
+        env = {k: v for k, v in os.environ.items() if k not in ("KUBECONFIG", "EVENT_BUS_URL")}
+        env |= {"POD_NAME": user, "PYTHONUNBUFFERED": "1"}
+        self.args = [PROGRAM, *args, port_flag, str(self.port), "--kubernetes",
+                     "--kubeconfig", str(kubeconfig), "--log-format", "json"]
+        with self.log_path.open("w") as log:
+            self.proc = subprocess.Popen(self.args, stdin=subprocess.DEVNULL, stdout=log,
+                                         stderr=subprocess.STDOUT, env=env)
+
+    def __repr__(self) -> str:
+        return f"<{self.user} pid {self.proc.pid}>"
+
+    @property
+    def alive(self) -> bool:
+        return self.proc.poll() is None
+
+    def get(self, path: str) -> Probe:
+        try:
+            with urllib.request.urlopen(f"http://127.0.0.1:{self.port}{path}", timeout=5) as resp:
+                return Probe(resp.status, resp.read().decode())
+        except urllib.error.HTTPError as exc:
+            return Probe(exc.code, exc.read().decode())
+        except OSError:
+            return Probe(0, "")
+
+    def wait_ready(self, timeout: float = TIMEOUT) -> None:
+        def ready() -> bool:
+            assert self.alive, f"{self} exited with {self.proc.returncode}:\n{self.log_tail()}"
+            return self.get("/readyz").status == 200
+
+        wait_until(ready, timeout=timeout, what=f"{self} to be ready")
+
+    def metrics(self) -> dict[str, float]:
+        """``/metrics`` as ``{'name{label="v"}': value}``."""
+        probe = self.get("/metrics")
+        assert probe.status == 200, probe
+        found = {}
+        for line in probe.body.splitlines():
+            if line and not line.startswith("#"):
+                key, _, value = line.rpartition(" ")
+                found[key] = float(value)
+        return found
+
+    def metric(self, name: str, **labels: str) -> float:
+        key = name + ("{" + ",".join(f'{k}="{v}"' for k, v in labels.items()) + "}" if labels else "")
+        return self.metrics().get(key, 0.0)
+
+    def logs(self) -> list[dict[str, Any]]:
+        lines = []
+        for line in self.log_path.read_text().splitlines():
+            try:
+                lines.append(json.loads(line))
+            except ValueError:
+                lines.append({"event": line})
+        return lines
+
+    def log_tail(self, lines: int = 30) -> str:
+        return "\n".join(self.log_path.read_text().splitlines()[-lines:])
+
+    def calls(self, *, since: int = 0) -> list[Any]:
+        return self.server.calls(user=self.user, since=since)
+
+    def stop(self, timeout: float = 10.0) -> int:
+        """SIGTERM, as Kubernetes stops a pod; SIGKILL if it does not go in time."""
+        if self.alive:
+            self.proc.send_signal(signal.SIGTERM)
+            try:
+                self.proc.wait(timeout)
+            except subprocess.TimeoutExpired:
+                self.proc.kill()
+                self.proc.wait()
+        return self.proc.returncode
+
+    def kill(self) -> None:
+        """SIGKILL: a crash, a node gone; no clean-up of any kind."""
+        if self.alive:
+            self.proc.kill()
+        self.proc.wait()
+
+
+class Processes:
+    """Starts processes for one test (or module) and ends every one of them at teardown."""
+
+    def __init__(self, server: ApiServer, directory: Path):
+        self.server = server
+        self.directory = directory
+        self.started: list[Process] = []
+
+    def controller(self, user: str, *, leader_election: bool = False, ready: bool = True) -> Process:
+        """``run --kubernetes``: with leader election, the Lease is in LEASE_NAMESPACE."""
+        args = ["run"]
+        args += ["--lease-namespace", LEASE_NAMESPACE] if leader_election else ["--no-leader-election"]
+        return self._start(user, args, "--metrics-port", ready=ready)
+
+    def router(self, user: str, nats_url: str, *extra: str) -> Process:
+        return self._start(user, ["router", "--nats-url", nats_url, *extra], "--http-port", ready=True)
+
+    def _start(self, user: str, args: list[str], port_flag: str, *, ready: bool) -> Process:
+        process = Process(self.server, self.directory, user, args, port_flag)
+        self.started.append(process)
+        if ready:
+            process.wait_ready()
+        return process
+
+    def close(self) -> None:
+        for process in self.started:
+            process.stop(timeout=5)
+
+
+# --- a test's namespace ----------------------------------------------------------------------
+
+
+_counter = itertools.count(1)
+
+
+def namespace_for(test_name: str) -> str:
+    slug = re.sub(r"[^a-z0-9]+", "-", test_name.lower().removeprefix("test_")).strip("-")
+    return f"{slug[:50].rstrip('-')}-{next(_counter)}"
+
+
+def scheduled_time(run: Obj) -> datetime:
+    parsed = parse_time(run["metadata"]["annotations"][SCHEDULED_TIME])
+    assert parsed is not None, run["metadata"]
+    return parsed
+
+
+def ticks(runs: list[Obj]) -> list[int]:
+    """The runs' scheduled times as Unix seconds, in order."""
+    return sorted(int(scheduled_time(r).timestamp()) for r in runs)
+
+
+class Space:
+    """One test's namespace in the emulated cluster: builders and reads, through the
+    test's own client (user ``test``)."""
+
+    def __init__(self, server: ApiServer, api: Api, name: str):
+        self.server = server
+        self.api = api
+        self.name = name
+
+    def __repr__(self) -> str:
+        return f"<namespace {self.name}>"
+
+    # --- builders ---------------------------------------------------------------------------
+
+    def instance(self, name: str = "alice", *, memory: str | None = None) -> Obj:
+        if memory is not None:
+            self.api.create({"apiVersion": "v1", "kind": "ConfigMap",
+                             "metadata": {"name": f"{name}-memory", "namespace": self.name,
+                                          "labels": {"sympozium.ai/component": "memory"}},
+                             "data": {"MEMORY.md": memory}})
+        return self.api.create({"apiVersion": API_VERSION, "kind": "SympoziumInstance",
+                                "metadata": {"name": name, "namespace": self.name},
+                                "spec": {"agents": {"default": {"model": "gpt-4o"}},
+                                         "authRefs": [{"provider": "openai", "secret": "openai-key"}]}})
+
+    def schedule(self, name: str, schedule: str, *, instance: str = "alice", task: str = "Check in.",
+                 **spec: Any) -> Obj:
+        return self.api.create({"apiVersion": API_VERSION, "kind": "SympoziumSchedule",
+                                "metadata": {"name": name, "namespace": self.name},
+                                "spec": {"instanceRef": instance, "schedule": schedule, "task": task} | spec})
+
+    def agent_run(self, name: str, *, labels: Mapping[str, str] | None = None) -> Obj:
+        """An AgentRun made by someone else (a person, another tool)."""
+        return self.api.create({
+            "apiVersion": API_VERSION, "kind": "AgentRun",
+            "metadata": {"name": name, "namespace": self.name, "labels": dict(labels or {})},
+            "spec": {"instanceRef": "alice", "agentId": "someone", "sessionKey": name,
+                     "task": "Not a scheduled run.",
+                     "model": {"provider": "openai", "model": "gpt-4o", "authSecretRef": ""}}})
+
+    def edit(self, name: str, **spec: Any) -> Obj:
+        return self.api.patch("sympoziumschedules", name, {"spec": spec}, namespace=self.name)
+
+    def finish(self, run: str, phase: str) -> Obj:
+        """What Sympozium's run controller does when a run ends."""
+        return self.api.patch("agentruns", run, {"status": {"phase": phase}}, namespace=self.name,
+                              status=True)
+
+    # --- reads --------------------------------------------------------------------------------
+
+    def get(self, name: str) -> Obj:
+        found = self.api.get("sympoziumschedules", name, namespace=self.name)
+        assert found is not None, f"schedule {name} is gone"
+        return found
+
+    def status(self, name: str) -> dict[str, Any]:
+        return self.get(name).get("status") or {}
+
+    def condition(self, name: str, kind: str) -> dict[str, Any] | None:
+        return next((c for c in self.status(name).get("conditions") or [] if c["type"] == kind), None)
+
+    def runs(self, schedule: str | None = None) -> list[Obj]:
+        """The AgentRuns (of one schedule), oldest tick first."""
+        labels = {"sympozium.ai/schedule": schedule} if schedule else None
+        found = self.api.list("agentruns", namespace=self.name, labels=labels)
+        return sorted(found, key=lambda r: (r["metadata"].get("annotations") or {}).get(SCHEDULED_TIME, ""))
+
+    def run_names(self, schedule: str | None = None) -> list[str]:
+        return [r["metadata"]["name"] for r in self.runs(schedule)]
+
+    def events(self, involved: str | None = None, *, reason: str | None = None) -> list[Obj]:
+        return [e for e in self.api.list("events", namespace=self.name)
+                if (involved is None or e["involvedObject"]["name"] == involved)
+                and (reason is None or e["reason"] == reason)]
+
+    def wait(self, check: Callable[[], Any], what: str, *, timeout: float = TIMEOUT) -> Any:
+        return wait_until(check, timeout=timeout, what=f"{what} in {self.name}")
+
+    def wait_runs(self, schedule: str, count: int, *, timeout: float = TIMEOUT) -> list[Obj]:
+        def enough() -> list[Obj] | None:
+            runs = self.runs(schedule)
+            return runs if len(runs) >= count else None
+
+        found: list[Obj] = self.wait(enough, f"{count} runs of {schedule}", timeout=timeout)
+        return found
+
+    def delete_schedules(self) -> None:
+        """Stop everything firing here (the runs go with their schedules)."""
+        for obj in self.api.list("sympoziumschedules", namespace=self.name):
+            self.api.delete("sympoziumschedules", obj["metadata"]["name"], namespace=self.name)
+
+
+# --- CRD schemas -----------------------------------------------------------------------------
+
+
+def _closed(node: Any) -> Any:
+    """An openAPIV3Schema as JSON Schema with every declared object closed: a field the CRD
+    lacks would be pruned by the API server without an error, so here it is one."""
+    if isinstance(node, list):
+        return [_closed(item) for item in node]
+    if not isinstance(node, dict):
+        return node
+    out = {k: _closed(v) for k, v in node.items() if not k.startswith("x-kubernetes-") and k != "nullable"}
+    if ("properties" in node and "additionalProperties" not in node
+            and not node.get("x-kubernetes-preserve-unknown-fields")):
+        out["additionalProperties"] = False
+    return out
+
+
+@functools.cache
+def _validator(filename: str) -> Draft202012Validator:
+    schema = _closed(manifests.crd_schema(filename))
+    schema["properties"]["metadata"] = {"type": "object"}
+    return Draft202012Validator(schema)
+
+
+def crd_problems(obj: Obj, filename: str) -> list[str]:
+    """What the (closed) CRD schema finds wrong with ``obj``."""
+    return [f"{'.'.join(map(str, e.absolute_path)) or '<root>'}: {e.message}"
+            for e in _validator(filename).iter_errors(obj)]
+
+
+def without_nulls(value: Any) -> Any:
+    """A merge patch without its deletions (``null``: remove the key), for validation."""
+    if isinstance(value, dict):
+        return {k: without_nulls(v) for k, v in value.items() if v is not None}
+    if isinstance(value, list):
+        return [without_nulls(v) for v in value]
+    return value
+
+
+# --- self-scheduling: NATS and an agent's side ------------------------------------------------
+
+
+async def until(check: Callable[[], Any], *, what: str, timeout: float = TIMEOUT) -> Any:
+    """:func:`wait_until` for async tests: ``check`` is quick and synchronous (a file, a probe),
+    and the loop keeps running the bridge between looks."""
+    loop = asyncio.get_running_loop()
+    deadline = loop.time() + timeout
+    while True:
+        value = check()
+        if value:
+            return value
+        if loop.time() > deadline:
+            raise AssertionError(f"timed out after {timeout:g}s waiting for {what} (last: {value!r})")
+        await asyncio.sleep(0.05)
+
+
+class Agent:
+    """One agent run's side of self-scheduling: its IPC folder, the bridge sidecar (a task on
+    the test's loop) and the schedule_task tool as a model calls it."""
+
+    def __init__(self, ipc: Path, bridge: Bridge, task: asyncio.Task[None]):
+        self.ipc = ipc
+        self.bridge = bridge
+        self.task = task
+
+    @classmethod
+    async def start(cls, root: Path, *, nats_url: str, instance: str, namespace: str,
+                    run: str = "agent-run-1") -> Agent:
+        ipc = root / run / "ipc"
+        bridge = Bridge(BridgeSettings(ipc_path=ipc, agent_run_id=run, instance=instance,
+                                       namespace=namespace, nats_url=nats_url))
+        agent = cls(ipc, bridge, asyncio.create_task(bridge.run(), name=run))
+        # The bridge has no readiness signal; a file it answers by itself (not JSON) shows
+        # that it watches the folder and follows its results.
+        probe = ipc / "schedules" / "probe.json"
+        probe.parent.mkdir(parents=True, exist_ok=True)
+        probe.write_text("not json")
+        await until(lambda: result_path(probe).exists() or agent.task.done(), what="the bridge")
+        assert not agent.task.done(), agent.task
+        return agent
+
+    async def ask(self, **arguments: Any) -> dict[str, Any]:
+        """The tool blocks while it waits for the answer: a thread, so the bridge runs."""
+        answer: dict[str, Any] = await asyncio.to_thread(
+            functools.partial(schedule_task, ipc_path=self.ipc, wait=TIMEOUT, **arguments))
+        return answer
+
+    async def stop(self) -> None:
+        self.task.cancel()
+        await asyncio.gather(self.task, return_exceptions=True)
+
+
+# --- fixtures ---------------------------------------------------------------------------------
+
+
+@pytest.fixture
+def server() -> Iterator[ApiServer]:
+    with ApiServer() as api_server:
+        yield api_server
+
+
+@pytest.fixture
+def kubeconfig(server: ApiServer, tmp_path: Path) -> Path:
+    """A kubeconfig for the test's API server: cluster http://127.0.0.1:<port>, a token
+    user ``test``, namespace ``default``."""
+    return server.kubeconfig(tmp_path / "kubeconfig", user="test")
+
+
+@pytest.fixture
+def processes(server: ApiServer, tmp_path: Path) -> Iterator[Processes]:
+    started = Processes(server, tmp_path)
+    try:
+        yield started
+    finally:
+        started.close()
+
+
+@pytest.fixture
+def space(server: ApiServer, request: pytest.FixtureRequest) -> Iterator[Space]:
+    api = server.api()
+    try:
+        yield Space(server, api, namespace_for(request.node.name))
+    finally:
+        api.close()
+
+
+@pytest.fixture
+async def nats_url(tmp_path: Path) -> AsyncIterator[str]:
+    """A real NATS server (JetStream on), for one test."""
+    server = EmbeddedNats(tmp_path / "nats")
+    try:
+        yield await server.start()
+    finally:
+        await server.stop()

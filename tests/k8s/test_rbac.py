@@ -1,0 +1,127 @@
+"""The install's RBAC against what the processes really call.
+
+One scenario drives every path that touches the API: the controller (with leader election,
+its Lease where the install puts it) fires, skips, replaces, prunes history, meets a run
+name someone else took, reports a broken schedule, and gives its Lease back on SIGTERM; the
+router creates, updates, suspends and deletes an agent's schedule, and finds an instance's
+namespace for a bridge that sends none. Every recorded call must be allowed by
+``generate.permits`` (the ClusterRole's rules and the Lease Role's), and every verb those
+rules grant must have been used: least privilege, checked both ways.
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+from lightkube import ApiError
+
+from sympozium_schedule.adapters.nats.bus import UPSERT_SUBJECT, Bus, envelope, result_subject
+from sympozium_schedule.core.model import parse_time
+from sympozium_schedule.manifests import generate
+from tests.k8s.conftest import LEASE_NAMESPACE, Agent, Processes, Space, until
+from tests.k8s.emulator import ApiServer, Call
+
+USERS = ("controller", "router")
+
+
+def granted() -> set[tuple[str, str, str]]:
+    """(apiGroup, resource, verb) for every verb the install's rules grant."""
+    return {(group, resource, verb)
+            for rule in generate.rbac_rules() + generate.leader_election_rules()
+            for group in rule["apiGroups"] for resource in rule["resources"] for verb in rule["verbs"]}
+
+
+def permitted(call: Call) -> bool:
+    return generate.permits(verb=call.verb, group=call.group, resource=call.resource,
+                            namespace=call.namespace, name=call.name)
+
+
+def test_generate_permits_reads_the_rules_as_the_rbac_authorizer_does() -> None:
+    """The oracle itself, on the cases the scenario below leans on."""
+    assert generate.permits(verb="watch", group="sympozium.ai", resource="agentruns")
+    assert generate.permits(verb="patch", group="sympozium.ai", resource="sympoziumschedules/status",
+                            namespace="team-a", name="hb")
+    assert not generate.permits(verb="patch", group="sympozium.ai", resource="sympoziumschedules",
+                                namespace="team-a", name="hb")
+    assert generate.permits(verb="update", group="coordination.k8s.io", resource="leases",
+                            namespace=LEASE_NAMESPACE, name=generate.LEASE_NAME)
+    assert not generate.permits(verb="update", group="coordination.k8s.io", resource="leases",
+                                namespace=LEASE_NAMESPACE, name="another-lease")
+    assert not generate.permits(verb="get", group="coordination.k8s.io", resource="leases",
+                                namespace="default", name=generate.LEASE_NAME)
+
+
+async def test_every_call_is_permitted_and_every_grant_is_used(
+        server: ApiServer, processes: Processes, space: Space, nats_url: str, tmp_path: Path) -> None:
+    controller = processes.controller("controller", leader_election=True)
+    router = processes.router("router", nats_url)
+
+    # --- the controller's paths ---------------------------------------------------------------
+    space.instance("alice", memory="Prefers short answers.")
+    space.schedule("forbid", "@every 1s")  # fires once, then skips (Events)
+    space.schedule("replace", "@every 1s", concurrencyPolicy="Replace")  # deletes runs
+    space.schedule("pruned", "@every 1s", concurrencyPolicy="Allow", successfulRunsHistoryLimit=0)
+    space.schedule("broken", "61 * * * *")  # a Warning Event
+    taken = space.schedule("taken", "@every 1s", concurrencyPolicy="Allow")
+    created = parse_time(taken["metadata"]["creationTimestamp"])
+    assert created is not None
+    for tick in range(2, 7):  # names of ticks to come, taken by someone else
+        name = f"taken-{int(created.timestamp()) + tick}"
+        try:
+            space.agent_run(name)
+        except ApiError as exc:  # the controller got there first (a loaded machine): the next
+            if exc.status.code != 409:
+                raise
+
+    # --- the router's paths, while the controller fires -----------------------------------------
+    agent = await Agent.start(tmp_path / "runs", nats_url=nats_url, instance="alice", namespace=space.name)
+    try:
+        for request in ({"action": "create", "schedule": "@every 10m", "task": "Follow up."},
+                        {"action": "update", "task": "Follow up again."},
+                        {"action": "suspend"}, {"action": "delete"}):
+            answer = await agent.ask(name="followup", **request)
+            assert answer["status"] == "accepted", answer
+    finally:
+        await agent.stop()
+    # Sympozium's older bridge sends no namespace: the router looks the instance up.
+    bus = await Bus.connect(nats_url, name="rbac-test")
+    answers: list[dict[str, str]] = []
+
+    async def collect(data: bytes) -> None:
+        answers.append(json.loads(data))
+
+    try:
+        sub = await bus.follow(result_subject(space.name, "old-bridge-run"), collect)
+        await bus.publish(UPSERT_SUBJECT, envelope(
+            {"name": "legacy", "action": "create", "schedule": "@every 10m", "task": "Old style."},
+            {"agentRunID": "old-bridge-run", "instanceName": "alice", "requestId": "legacy-1",
+             "requestFile": "schedule-legacy.json"}), msg_id="legacy-1")
+        await until(lambda: answers, what="the answer to a request without a namespace")
+        await sub.unsubscribe()
+    finally:
+        await bus.close()
+    assert answers[0]["status"] == "accepted", answers
+
+    # --- the controller has been through every path ------------------------------------------
+    space.wait(lambda: space.events("forbid", reason="TickSkipped"), "a skipped tick")
+    space.wait(lambda: any(c.resource == "agentruns" and c.verb == "delete" and c.name.startswith("replace-")
+                           for c in controller.calls()), "a replaced run")
+    pruned = space.wait_runs("pruned", 1)[0]["metadata"]["name"]
+    space.finish(pruned, "Succeeded")
+    space.wait(lambda: ("agentruns", "delete", pruned) in
+               [(c.resource, c.verb, c.name) for c in controller.calls()], "the pruned run's deletion")
+    space.wait(lambda: space.events("taken", reason="RunNameTaken"), "a tick whose run name was taken")
+    space.wait(lambda: space.events("broken", reason="InvalidSchedule"), "the broken schedule's Event")
+    space.delete_schedules()
+    assert controller.stop() == 0, controller.log_tail()  # gives the Lease back: get, update
+    assert router.stop() == 0, router.log_tail()
+
+    calls = [c for c in server.calls() if c.user in USERS]
+    denied = sorted({(c.user, *c.rbac) for c in calls if not permitted(c)}, key=str)
+    assert denied == [], "calls the install's RBAC would refuse (user, group, resource, verb, ns, name)"
+    used = {(c.group, c.resource, c.verb) for c in calls}
+    assert sorted(granted() - used) == [], "verbs granted but never used (least privilege)"
+    lease = [c.rbac for c in calls if c.resource == "leases"]
+    assert {(verb, ns) for _, _, verb, ns, _ in lease} == {
+        ("create", LEASE_NAMESPACE), ("get", LEASE_NAMESPACE), ("update", LEASE_NAMESPACE)}
