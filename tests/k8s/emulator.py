@@ -497,7 +497,9 @@ class StrictEmulator(kmock.KubernetesEmulator):
     """
 
     types: dict[kmock.resource, ResourceType] = attrs.field(factory=dict, init=False)
-    resource_version: int = attrs.field(default=0, init=False)  # the last one issued
+    # The last version issued. It starts above 0, as a cluster's etcd revision does: a list
+    # of a fresh emulator must not answer "0", which in a watch means "from anywhere".
+    resource_version: int = attrs.field(default=100, init=False)
     compacted: int = attrs.field(default=0, init=False)  # watching from below it: 410 Gone
     changes: list[Change] = attrs.field(factory=list, init=False)
     _calls: list[Call] = attrs.field(factory=list, init=False)

@@ -23,9 +23,11 @@ from typing import Any
 
 import pytest
 
+from sympozium_schedule.adapters.kubernetes.store import KubernetesStore
 from sympozium_schedule.adapters.sqlite.store import SQLiteStore
 from sympozium_schedule.core.model import API_VERSION, LABEL_SCHEDULE, Kind
 from sympozium_schedule.ports.store import Obj, Ref, Store, WatchEvent
+from tests.k8s.emulator import ApiServer
 
 NAMESPACE = "default"
 OTHER_NAMESPACE = "other"
@@ -82,10 +84,47 @@ async def _sqlite_expire(store: Store) -> None:
         filler = await store.update(filler)
 
 
+class _EmulatedStore(KubernetesStore):
+    """A KubernetesStore on a fresh API emulator of its own (tests/k8s/emulator.py),
+    which stops with the store. Peers share the emulator and leave it running."""
+
+    server: ApiServer | None = None
+    kubeconfig: Path | None = None
+
+    async def close(self) -> None:
+        await super().close()
+        if self.server is not None:
+            await asyncio.to_thread(self.server.stop)
+
+
+def _kubernetes(store: Store) -> _EmulatedStore:
+    assert isinstance(store, _EmulatedStore)
+    return store
+
+
+async def _kubernetes_open(tmp_path: Path) -> Store:
+    server = await asyncio.to_thread(lambda: ApiServer().start())
+    kubeconfig = server.kubeconfig(tmp_path / "kubeconfig", user="contract")
+    opened = _EmulatedStore(KubernetesStore.connect(kubeconfig).client, qps=0, burst=1)
+    opened.server, opened.kubeconfig = server, kubeconfig
+    return opened
+
+
+async def _kubernetes_peer(store: Store) -> Store:
+    kubeconfig = _kubernetes(store).kubeconfig
+    assert kubeconfig is not None
+    return _EmulatedStore(KubernetesStore.connect(kubeconfig).client, qps=0, burst=1)
+
+
+async def _kubernetes_expire(store: Store) -> None:
+    server = _kubernetes(store).server
+    assert server is not None
+    await asyncio.to_thread(server.compact)
+
+
 ADAPTERS: dict[str, Adapter] = {
     "sqlite": Adapter("sqlite", _sqlite_open, _sqlite_peer, _sqlite_expire),
-    # "kubernetes": Adapter("kubernetes", <a client of a fresh API emulator>,
-    #                       <a second client of that emulator>, <compact its history>),
+    "kubernetes": Adapter("kubernetes", _kubernetes_open, _kubernetes_peer, _kubernetes_expire),
 }
 
 
@@ -140,7 +179,10 @@ def schedule(name: str = "hb", *, namespace: str = NAMESPACE, labels: dict[str, 
     """A SympoziumSchedule; ``spec`` keys are the CRD's camelCase names."""
     full: dict[str, Any] = {"instanceRef": "alice", "schedule": "0 * * * *", "task": "Check in.",
                             "type": "scheduled", "concurrencyPolicy": "Forbid",
-                            "includeMemory": True, "suspend": False}
+                            "includeMemory": True, "suspend": False,
+                            # this project's CRD defaults, which an API server fills in
+                            "timeZone": "UTC", "firstTick": "immediate",
+                            "successfulRunsHistoryLimit": 3, "failedRunsHistoryLimit": 1}
     full.update(spec)
     return {"apiVersion": API_VERSION, "kind": Kind.SCHEDULE.value,
             "metadata": _metadata(name, namespace, labels, annotations, owners), "spec": full}

@@ -324,6 +324,11 @@ async def test_update_of_a_missing_object_is_not_found(store: Store) -> None:
 _TOKENS = {"inputTokens": 10, "outputTokens": 5, "totalTokens": 15, "toolCalls": 0, "durationMs": 900}
 
 
+def _delegate(child: str) -> dict[str, str]:
+    """A status.delegates entry as the AgentRun CRD requires it."""
+    return {"childRunName": child, "targetPersona": "reviewer"}
+
+
 @pytest.mark.parametrize(("before", "patch", "after"), [
     pytest.param({}, {"phase": "Running"}, {"phase": "Running"}, id="into-empty"),
     pytest.param({"phase": "Running", "podName": "p"}, {"phase": "Succeeded"},
@@ -333,8 +338,8 @@ _TOKENS = {"inputTokens": 10, "outputTokens": 5, "totalTokens": 15, "toolCalls":
     pytest.param({"phase": "Running"}, {"error": None}, {"phase": "Running"}, id="remove-absent"),
     pytest.param({"tokenUsage": _TOKENS}, {"tokenUsage": {"toolCalls": 2}},
                  {"tokenUsage": {**_TOKENS, "toolCalls": 2}}, id="nested-merge"),
-    pytest.param({"delegates": [{"a": 1}, {"b": 2}]}, {"delegates": [{"c": 3}]},
-                 {"delegates": [{"c": 3}]}, id="lists-replaced"),
+    pytest.param({"delegates": [_delegate("a"), _delegate("b")]}, {"delegates": [_delegate("c")]},
+                 {"delegates": [_delegate("c")]}, id="lists-replaced"),
 ])
 async def test_patch_status_is_a_json_merge_patch(
     store: Store, before: dict[str, Any], patch: dict[str, Any], after: dict[str, Any],

@@ -26,7 +26,7 @@ from lightkube.core.exceptions import ApiError
 from lightkube.generic_resource import create_namespaced_resource
 from lightkube.types import PatchType
 
-from sympozium_schedule.core.model import GROUP, VERSION, Kind
+from sympozium_schedule.core.model import GROUP, VERSION, Kind, is_dns1123_label
 from sympozium_schedule.ports.store import (
     AlreadyExists,
     Conflict,
@@ -260,7 +260,14 @@ class KubernetesStore:
 
 
 def _ref(obj: Obj) -> Ref:
-    meta = obj.get("metadata") or {}
+    """Where an object goes; what the API server would refuse is refused here, so
+    a bad object costs no request and gets the same Invalid from both stores."""
+    meta = obj.get("metadata") if isinstance(obj, dict) else None
+    if not isinstance(meta, dict):
+        raise Invalid("metadata: must be a mapping")
+    namespace = meta.get("namespace") or "default"
+    if not isinstance(namespace, str) or not is_dns1123_label(namespace):
+        raise Invalid(f"metadata.namespace: {namespace!r}: not a valid namespace name")
     try:
         kind = Kind(str(obj.get("kind")))
     except ValueError as exc:
@@ -268,4 +275,4 @@ def _ref(obj: Obj) -> Ref:
     name = meta.get("name") or meta.get("generateName")  # the server completes a generateName
     if not isinstance(name, str) or not name:
         raise Invalid("metadata.name is required")
-    return Ref(kind, str(meta.get("namespace") or "default"), name)
+    return Ref(kind, namespace, name)
