@@ -556,7 +556,8 @@ def test_without_leader_election_two_replicas_still_create_each_run_once(
     assert status["totalRuns"] == len(runs)
     creates = [c for process in (cluster.controller, second)
                for c in calls_in(process, ns, "agentruns", "create")]
-    assert {c.code for c in creates} <= {201, 409}, "a lost race is AlreadyExists, nothing else"
-    created = [c.body["metadata"]["name"] for c in creates if c.code == 201]
+    # (None: a create the snapshot caught between storing the run and answering.)
+    assert {c.code for c in creates} <= {201, 409, None}, "a lost race is AlreadyExists"
+    created = [c.body["metadata"]["name"] for c in creates if c.code in (201, None)]
     assert len(created) == len(set(created))
     assert {r["metadata"]["name"] for r in runs} <= set(created)

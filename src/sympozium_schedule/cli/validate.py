@@ -59,8 +59,9 @@ _META_FIELDS = frozenset({
     "generation", "creationTimestamp", "ownerReferences", "finalizers", "managedFields",
     "deletionTimestamp", "deletionGracePeriodSeconds", "selfLink",
 })
-_QUALIFIED_NAME = re.compile(r"^[A-Za-z0-9]([-A-Za-z0-9_.]*[A-Za-z0-9])?$")
-_CONFIG_KEY = re.compile(r"^[-._a-zA-Z0-9]+$")
+_QUALIFIED_NAME = re.compile(r"[A-Za-z0-9]([-A-Za-z0-9_.]*[A-Za-z0-9])?")  # used with fullmatch
+_CONFIG_KEY = re.compile(r"[-._a-zA-Z0-9]+")
+_INT64 = (-(1 << 63), (1 << 63) - 1)
 
 
 @dataclass(frozen=True, slots=True)
@@ -104,8 +105,11 @@ def read_sources(paths: Sequence[str], stdin: IO[str]) -> tuple[list[Source], li
     for given in paths:
         if given == "-":
             if not stdin_read:
-                sources.append(Source(STDIN, stdin.read()))
                 stdin_read = True
+                try:
+                    sources.append(Source(STDIN, stdin.read()))
+                except (OSError, UnicodeDecodeError) as exc:
+                    errors.append(f"{STDIN}: cannot read it ({exc})")
             continue
         path = Path(given)
         try:
@@ -126,7 +130,17 @@ def read_sources(paths: Sequence[str], stdin: IO[str]) -> tuple[list[Source], li
 
 class _Loader(yaml.SafeLoader):
     """YAML as Kubernetes reads it: an unquoted ``2026-03-01T10:00:00Z`` stays a
-    string (PyYAML would make it a datetime, which is not JSON)."""
+    string (PyYAML would make it a datetime, which is not JSON). Aliases (``*name``)
+    are refused: a self-reference cannot be JSON, and a few nested aliases expand to
+    gigabytes (a "billion laughs" file); manifests do not need them."""
+
+    def compose_node(self, parent: yaml.Node | None, index: int) -> yaml.Node | None:
+        if self.check_event(yaml.AliasEvent):
+            event = self.peek_event()  # type: ignore[no-untyped-call]
+            raise yaml.composer.ComposerError(
+                None, None, f"YAML aliases are not supported (found *{event.anchor})",
+                event.start_mark)
+        return super().compose_node(parent, index)
 
 
 _Loader.yaml_implicit_resolvers = {
@@ -135,13 +149,28 @@ _Loader.yaml_implicit_resolvers = {
 }
 
 
+def _pairs_joined(value: object) -> object:
+    """PyYAML reads an escaped UTF-16 pair ("\\ud83d\\ude00", as JSON writes emoji) as two
+    lone surrogates; join such pairs as JSON does. A surrogate left alone stays, and is
+    refused later with the field's name."""
+    if isinstance(value, str):
+        if any("\ud800" <= ch <= "\udfff" for ch in value):
+            return value.encode("utf-16", "surrogatepass").decode("utf-16", "surrogatepass")
+        return value
+    if isinstance(value, dict):
+        return {_pairs_joined(k): _pairs_joined(v) for k, v in value.items()}
+    if isinstance(value, list):
+        return [_pairs_joined(v) for v in value]
+    return value
+
+
 def parse(source: Source) -> tuple[list[object], list[str]]:
     """The documents of a multi-document YAML (or JSON) text; empty ones skipped."""
     documents: list[object] = []
     try:
         for doc in yaml.load_all(source.text, Loader=_Loader):
             if doc is not None:
-                documents.append(doc)
+                documents.append(_pairs_joined(doc))
     except yaml.MarkedYAMLError as exc:
         mark = exc.problem_mark or exc.context_mark
         where = f"line {mark.line + 1}, column {mark.column + 1}: " if mark is not None else ""
@@ -244,6 +273,7 @@ def _json_only(value: object, path: str) -> None:
                 raise SpecError(_join(path, key), key,
                                 "keys must be strings (quote the key: YAML reads yes/no/on/off "
                                 "as booleans and digits as numbers)")
+            _json_only(key, _join(path, key))
             _json_only(item, _join(path, key))
     elif isinstance(value, list):
         for i, item in enumerate(value):
@@ -251,7 +281,15 @@ def _json_only(value: object, path: str) -> None:
     elif isinstance(value, float):
         if not math.isfinite(value):
             raise SpecError(path, value, "not a finite number")
-    elif not (value is None or isinstance(value, str | int)):
+    elif isinstance(value, str):
+        try:
+            value.encode("utf-8")
+        except UnicodeEncodeError as exc:
+            raise SpecError(path, value, "text that is not valid Unicode (a lone surrogate)") from exc
+    elif isinstance(value, int) and not isinstance(value, bool):
+        if not _INT64[0] <= value <= _INT64[1]:
+            raise SpecError(path, value, "an integer beyond 64 bits")
+    elif not (value is None or isinstance(value, bool)):
         raise SpecError(path, value, f"not a JSON value ({type(value).__name__}); quote it")
 
 
@@ -263,10 +301,10 @@ def _top_level(raw: dict[str, Any], allowed: frozenset[str]) -> None:
 
 def _qualified_name(key: str) -> bool:
     """A label or annotation key: an optional DNS subdomain prefix and a name."""
-    prefix, _, name = key.rpartition("/")
-    if prefix and not is_dns1123_subdomain(prefix):
+    prefix, slash, name = key.rpartition("/")
+    if slash and not is_dns1123_subdomain(prefix):  # "/a": the prefix may not be empty
         return False
-    return 0 < len(name) <= 63 and bool(_QUALIFIED_NAME.match(name))
+    return 0 < len(name) <= 63 and bool(_QUALIFIED_NAME.fullmatch(name))
 
 
 def _check_metadata(raw: dict[str, Any]) -> None:
@@ -297,7 +335,7 @@ def _check_metadata(raw: dict[str, Any]) -> None:
             if not isinstance(value, str):
                 raise SpecError(where, value, "must be a string (quote it)")
             if section == "labels" and value and (
-                    len(value) > 63 or not _QUALIFIED_NAME.match(value)):
+                    len(value) > 63 or not _QUALIFIED_NAME.fullmatch(value)):
                 raise SpecError(where, value, "a label value is at most 63 letters, digits, "
                                               "'-', '_' or '.', starting and ending alphanumeric")
     owners = meta.get("ownerReferences")
@@ -329,14 +367,14 @@ def _check_configmap(raw: dict[str, Any], _now: datetime) -> list[str]:
             raise SpecError(section, mapping, "must be a mapping of string keys to string values")
         for key, value in mapping.items():
             where = f"{section}.{key}"
-            if len(key) > 253 or not _CONFIG_KEY.match(key):
+            if len(key) > 253 or not _CONFIG_KEY.fullmatch(key):
                 raise SpecError(where, key, "a key is at most 253 letters, digits, '-', '_' or '.'")
             if not isinstance(value, str):
                 raise SpecError(where, value, "must be a string (quote it)")
             if section == "binaryData":
                 try:
                     base64.b64decode(value, validate=True)
-                except binascii.Error as exc:
+                except (binascii.Error, ValueError) as exc:  # ValueError: non-ASCII text
                     raise SpecError(where, value, "must be base64") from exc
     immutable = raw.get("immutable")
     if immutable is not None and not isinstance(immutable, bool):

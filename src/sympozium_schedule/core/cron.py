@@ -42,7 +42,7 @@ MACROS: dict[str, str] = {
     "@hourly": "0 * * * *",
 }
 
-_DURATION_PART = re.compile(r"(\d{1,12})(h|m|s)")
+_DURATION_PART = re.compile(r"([0-9]{1,12})(h|m|s)")  # ASCII digits, as Go's ParseDuration
 MAX_INTERVAL_SECONDS = 366 * 86400
 _SECOND = timedelta(seconds=1)
 
@@ -163,7 +163,7 @@ class CronSchedule:
     def _walk(self, t: datetime, tz: tzinfo, *, reverse: bool) -> datetime | None:
         try:
             return next(CronSim(self.fields, t.astimezone(tz), reverse=reverse)).astimezone(UTC)
-        except StopIteration:
+        except (StopIteration, OverflowError, ValueError):  # the calendar's ends
             return None
 
     def _fixed(self, t: datetime, offset: timedelta, *, reverse: bool) -> datetime | None:
@@ -174,7 +174,7 @@ class CronSchedule:
 
     def _zone_next(self, t: datetime) -> datetime | None:
         it = CronSim(self.fields, t.astimezone(self.zone))
-        try:
+        try:  # OverflowError: past the year 9999, which is "never" for us
             while True:
                 candidate = next(it).astimezone(UTC)
                 # With a DST fix-up cronsim walks local wall time; right after a
@@ -182,7 +182,7 @@ class CronSchedule:
                 # local time, which is already in the past. Keep walking.
                 if candidate > t:
                     return candidate
-        except StopIteration:
+        except (StopIteration, OverflowError, ValueError):
             return None
 
     def next_after(self, t: datetime) -> datetime | None:
@@ -261,7 +261,10 @@ class IntervalSchedule:
     def next_after(self, t: datetime) -> datetime | None:
         _require_aware(t)
         k = max((t - self.anchor) // self.interval + 1, 1)
-        return self.anchor + k * self.interval
+        try:
+            return self.anchor + k * self.interval
+        except OverflowError:  # past the year 9999: never again
+            return None
 
     def latest_at_or_before(self, t: datetime) -> datetime | None:
         _require_aware(t)

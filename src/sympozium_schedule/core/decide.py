@@ -173,7 +173,7 @@ def _plan(spec: ScheduleSpec, active: Sequence[RunView], due: datetime,
           now: datetime) -> _Plan:
     late = now - due
     deadline = spec.starting_deadline_seconds
-    if deadline is not None and late > timedelta(seconds=deadline):
+    if deadline is not None and late.total_seconds() > deadline:  # (no timedelta: int64 fits)
         return _Plan(False, (), SkipReason.DEADLINE,
                      f"skipped the {format_time(due)} tick: it is {late.total_seconds():.0f}s "
                      f"late, beyond startingDeadlineSeconds={deadline}")

@@ -97,10 +97,23 @@ def parse_request(raw: object, limits: Limits) -> ScheduleRequest:
     if request.action == "update" and not request.changes():
         raise RequestError("update needs at least one field to change (schedule, task, type, "
                            "timeZone, concurrencyPolicy or includeMemory)")
+    for field_name, text in (("task", request.task), ("schedule", request.schedule),
+                             ("timeZone", request.time_zone)):
+        if text is not None and not _is_unicode(text):
+            raise RequestError(f"request.{field_name}: contains text that is not valid Unicode "
+                               "(a lone surrogate); send UTF-8 text")
     if request.task is not None and len(request.task.encode()) > limits.max_task_bytes:
         raise RequestError(f"request.task is {len(request.task.encode())} bytes; the limit is "
                            f"{limits.max_task_bytes} bytes. Shorten the task.")
     return request
+
+
+def _is_unicode(text: str) -> bool:
+    try:
+        text.encode("utf-8")
+    except UnicodeEncodeError:
+        return False
+    return True
 
 
 def check_schedule(expression: str, time_zone: str, limits: Limits, now: datetime) -> None:

@@ -169,6 +169,8 @@ class Bridge:
             path = await self._queue.get()
             try:
                 await self._publish_file(path)
+            except Exception:  # one bad file must not stop the others
+                log.exception("could not forward a request file", file=path.name)
             finally:
                 self._queued.discard(path.name)
                 self._queue.task_done()

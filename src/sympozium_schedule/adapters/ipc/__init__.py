@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import hashlib
 import json
 import os
 from collections.abc import AsyncIterator
@@ -33,8 +34,17 @@ def is_request(path: Path) -> bool:
             and not name.startswith("."))
 
 
+_MAX_NAME = 255  # bytes, as most file systems count
+
+
 def result_name(request_name: str) -> str:
-    return request_name.removesuffix(".json") + RESULT_SUFFIX
+    """``<request>.result.json``; a request name too long to take the suffix keeps a
+    prefix and a hash of the rest (an agent naming files like that must list the folder)."""
+    name = request_name.removesuffix(".json") + RESULT_SUFFIX
+    if len(name.encode()) <= _MAX_NAME:
+        return name
+    digest = hashlib.sha256(request_name.encode()).hexdigest()[:16]
+    return request_name[:150] + "-" + digest + RESULT_SUFFIX
 
 
 class ScheduleFolder:
@@ -77,7 +87,7 @@ class ScheduleFolder:
     def write_result(self, request_name: str, result: dict[str, Any]) -> Path:
         """Atomically (temporary name, then rename), so the agent never reads half."""
         final = self.dir / result_name(Path(request_name).name)
-        tmp = self.dir / f".{final.name}.tmp"
+        tmp = self.dir / f".{hashlib.sha256(final.name.encode()).hexdigest()[:16]}.result.tmp"
         tmp.write_text(json.dumps(result, indent=2))
         os.replace(tmp, final)
         return final
