@@ -285,9 +285,11 @@ class Behind:
     position leaves the change log; ``wake()`` makes the informer's watch look again."""
 
     def __init__(self, path: Path):
-        # The informer's watch polls once a minute: only commits made through this
-        # store wake it, so it cannot keep up with the other process meanwhile.
-        self.here = SQLiteStore(path, poll_interval=60.0, keep_changes=SQLITE_KEEP_CHANGES)
+        # The informer's watch polls once a minute and does not follow the file: only
+        # commits made through this store wake it, so it cannot keep up with the other
+        # process meanwhile.
+        self.here = SQLiteStore(path, poll_interval=60.0, max_poll_interval=60.0,
+                                follow_other_processes=False, keep_changes=SQLITE_KEEP_CHANGES)
         self.other = SQLiteStore(path, keep_changes=SQLITE_KEEP_CHANGES)
 
     async def expire(self) -> None:

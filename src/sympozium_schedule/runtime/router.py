@@ -42,6 +42,7 @@ from sympozium_schedule.core.requests import (
     Limits,
     Plan,
     RequestError,
+    ScheduleRequest,
     parse_request,
     plan,
 )
@@ -137,8 +138,7 @@ class Router:
             if prior is not None:
                 result = json.loads(prior)  # answered before: say it again, apply nothing
             else:
-                async with self._locks[(request.who.namespace, request.who.instance)]:
-                    result = await self._apply(request, delivery)
+                result = await self._apply(request, delivery)
                 await self._kv.put(key, json.dumps(result).encode())
             await self._bus.publish(result_subject(request.who.namespace, request.who.run),
                                     json.dumps(result).encode(),
@@ -213,8 +213,23 @@ class Router:
             return self._result(request, "rejected",
                                 f"SympoziumInstance {who.instance!r} does not exist in namespace "
                                 f"{who.namespace!r}")
+        # One request at a time per schedule (in order), and per instance while a new
+        # schedule is created (the per-instance cap is counted, then a create follows);
+        # requests for different schedules proceed side by side.
+        async with self._locks[(who.namespace, f"{who.instance}-{parsed.name}")]:
+            if action == "create":
+                async with self._locks[(who.namespace, who.instance)]:
+                    return await self._decide_and_apply(request, parsed, delivery)
+            return await self._decide_and_apply(request, parsed, delivery)
+
+    async def _decide_and_apply(self, request: _Request, parsed: ScheduleRequest,
+                                delivery: Delivery) -> dict[str, Any]:
+        who, action = request.who, parsed.action
         for _ in range(3):  # a concurrent writer (a person, the controller) means: look again
-            existing, names = await self._lookup(who, parsed.name)
+            existing = await self._existing(who, parsed.name)
+            # Only a create of a new schedule needs the count, so only it lists.
+            names = (await self._agent_schedules(who)
+                     if action == "create" and existing is None else [])
             decided = plan(parsed, who, existing, names, self.settings.limits, self.clock())
             if (decided.op == "reject" and existing is None and action == "delete"
                     and delivery.delivered > 1):
@@ -232,15 +247,16 @@ class Router:
         self.metrics.router_requests.labels(action, "conflict").inc()
         raise Conflict("the schedule kept changing while applying the request")
 
-    async def _lookup(self, who: Identity, name: str) -> tuple[Obj | None, list[str]]:
-        existing: Obj | None
+    async def _existing(self, who: Identity, name: str) -> Obj | None:
         try:
-            existing = await self.store.get(Ref(Kind.SCHEDULE, who.namespace, f"{who.instance}-{name}"))
+            return await self.store.get(Ref(Kind.SCHEDULE, who.namespace, f"{who.instance}-{name}"))
         except NotFound:
-            existing = None
+            return None
+
+    async def _agent_schedules(self, who: Identity) -> list[str]:
         listing = await self.store.list(Kind.SCHEDULE, namespace=who.namespace, labels={
             LABEL_INSTANCE: who.instance, LABEL_SOURCE: SOURCE_AGENT})
-        return existing, [o["metadata"]["name"] for o in listing.items]
+        return [o["metadata"]["name"] for o in listing.items]
 
     async def _execute(self, decided: Plan, existing: Obj | None, who: Identity) -> Obj | None:
         if decided.op == "create":

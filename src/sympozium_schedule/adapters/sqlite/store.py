@@ -33,6 +33,7 @@ from pathlib import Path
 from typing import Any
 
 import orjson
+from watchfiles import awatch
 
 from sympozium_schedule.core.errors import SpecError
 from sympozium_schedule.core.model import Kind, check_name, format_time, is_dns1123_label
@@ -535,12 +536,17 @@ class SQLiteStore:
         *,
         clock: Clock | None = None,
         poll_interval: float = 0.1,
+        max_poll_interval: float = 1.0,
+        follow_other_processes: bool = True,
         keep_changes: int = 200_000,
         event_ttl: timedelta = timedelta(hours=1),
     ):
         self.path = Path(path)
         self._clock = clock or (lambda: datetime.now(UTC))
         self._poll = poll_interval
+        self._max_poll = max_poll_interval
+        self._follow = follow_other_processes
+        self._file_watchers: dict[asyncio.AbstractEventLoop, tuple[asyncio.Event, asyncio.Task[None]]] = {}
         try:
             self.path.parent.mkdir(parents=True, exist_ok=True)
             init, _ = _connect_for_reading(self.path)
@@ -640,14 +646,23 @@ class SQLiteStore:
             try:
                 revision = self._reader.execute(
                     "SELECT value FROM meta WHERE key='revision'").fetchone()[0]
-                if namespace is None:
-                    rows = self._reader.execute(
-                        "SELECT body, status, rv FROM objects WHERE kind=? "
-                        "ORDER BY namespace, name", (kind.value,)).fetchall()
-                else:
-                    rows = self._reader.execute(
-                        "SELECT body, status, rv FROM objects WHERE kind=? AND namespace=? "
-                        "ORDER BY name", (kind.value, namespace)).fetchall()
+                where, params = ["kind=?"], [kind.value]
+                if namespace is not None:
+                    where.append("namespace=?")
+                    params.append(namespace)
+                for key, want in (labels or {}).items():
+                    # In SQL, so objects that do not match are never parsed (the router
+                    # counts an agent's schedules among all of a namespace's).
+                    path = '$.metadata.labels."' + key.replace('"', "") + '"'
+                    if want is None:
+                        where.append("json_extract(body, ?) IS NOT NULL")
+                        params.append(path)
+                    else:
+                        where.append("json_extract(body, ?) = ?")
+                        params.extend((path, want))
+                rows = self._reader.execute(
+                    f"SELECT body, status, rv FROM objects WHERE {' AND '.join(where)} "
+                    "ORDER BY namespace, name", params).fetchall()
             finally:
                 self._reader.execute("COMMIT")
         except sqlite3.Error as exc:
@@ -669,6 +684,8 @@ class SQLiteStore:
         pulse = _Pulse()
         entry = (asyncio.get_running_loop(), pulse)
         self._pulses.append(entry)
+        self._watch_other_processes()
+        wait = self._poll
         try:
             while True:
                 if self._closed:
@@ -682,13 +699,37 @@ class SQLiteStore:
                     "AND rv<? ORDER BY rv LIMIT 5000",
                     (kind.value, cursor, limit if limit is not None else 1 << 62))
                 if not rows:
-                    await pulse.wait(self._poll)
+                    # Idle: back off (commits here, and in other processes through the
+                    # file watcher, wake it at once), so an idle scheduler costs ~nothing.
+                    await pulse.wait(wait)
+                    wait = min(wait * 2, self._max_poll)
                     continue
+                wait = self._poll
                 cursor = rows[-1][0]
                 for event in self._events(kind, rows, namespace, labels, known, shown):
                     yield event
         finally:
             self._pulses.remove(entry)
+
+    def _watch_other_processes(self) -> None:
+        """Wake this loop's watches when another process writes the store: its commits
+        land in the WAL file, which watchfiles (inotify) reports within milliseconds."""
+        loop = asyncio.get_running_loop()
+        if not self._follow or loop in self._file_watchers or self._closed:
+            return
+        stop = asyncio.Event()
+        wal = self.path.name + "-wal"
+
+        async def follow() -> None:
+            with contextlib.suppress(Exception):  # no inotify: the backed-off poll remains
+                async for _changes in awatch(self.path.parent, stop_event=stop, recursive=False,
+                                             debounce=50, step=5,
+                                             watch_filter=lambda _c, p: p.endswith(wal)):
+                    for pulse_loop, pulse in list(self._pulses):
+                        if pulse_loop is loop:
+                            pulse.fire()
+
+        self._file_watchers[loop] = (stop, loop.create_task(follow()))
 
     def _events(self, kind: Kind, rows: Rows, namespace: str | None,
                 labels: Labels | None, known: Known | None,
@@ -898,6 +939,10 @@ class SQLiteStore:
         if self._closed:
             return
         self._closed = True
+        for stop, task in self._file_watchers.values():
+            stop.set()
+            task.cancel()
+        self._file_watchers.clear()
         await asyncio.to_thread(self._writer.stop)
         for _loop, pulse in self._pulses:
             pulse.fire()
