@@ -105,6 +105,8 @@ class Listing:
 
 @dataclass(frozen=True, slots=True)
 class Create:
+    """The object is handed over: the store may complete it in place and return it."""
+
     obj: Obj
 
 
