@@ -1014,3 +1014,28 @@ def test_simulated_week_one_run_per_tick_created_at_the_tick(
     kept = [RunView.of(r) for r in world.runs.values()]
     assert len([r for r in kept if r.succeeded]) <= 3
     assert len([r for r in kept if r.finished and not r.succeeded]) <= 1
+
+
+def test_the_status_view_of_every_decision_is_its_status_parsed() -> None:
+    """Decision.status_view lets the controller skip parsing the status it just wrote;
+    it must be exactly what parsing that status gives."""
+    from sympozium_schedule.core.model import ScheduleStatus
+
+    def decide(at_: datetime, *, runs: list[RunView] | None = None,
+               inst: dict[str, Any] | None = None, **spec: Any) -> Decision:
+        return reconcile(ScheduleView.of(schedule(created=T0, **spec)), runs or [],
+                         instance() if inst is None else inst, None, at_)
+
+    fired = decide(T0 + timedelta(seconds=1), schedule="*/5 * * * *")
+    assert fired.create is not None
+    cases = [
+        fired,
+        decide(T0 + timedelta(seconds=1), suspend=True),
+        decide(T0 + timedelta(seconds=1), schedule="nope"),
+        reconcile(ScheduleView.of(schedule(created=T0)), [], None, None, T0),
+        # a skip under Forbid, with a TickSkipped condition besides Ready
+        decide(T0 + timedelta(minutes=5), schedule="*/5 * * * *", status=fired.status,
+               runs=[RunView.of(fired.create)]),
+    ]
+    for decision in cases:
+        assert decision.status_view == ScheduleStatus.from_dict(decision.status), decision

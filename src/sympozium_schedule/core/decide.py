@@ -79,6 +79,9 @@ class Decision:
     wake_at: datetime | None
     outcome: Outcome
     skip_reason: SkipReason | None = None
+    # ``status`` as a parsed view (what ScheduleStatus.from_dict would give), so a
+    # caller that writes it can cache its view without parsing it back.
+    status_view: ScheduleStatus | None = None
 
 
 class TriggerRefused(Exception):
@@ -122,6 +125,20 @@ class _StatusBuilder:
         if note is not None and changed:
             self.notes.append(Note(note, reason, message))
 
+    def _ordered_conditions(self) -> list[Condition]:
+        order = [READY, TICK_SKIPPED]
+        return sorted(self.conditions.values(),
+                      key=lambda c: (order.index(c.type) if c.type in order else 99, c.type))
+
+    def view(self, active: Sequence[dict[str, Any]]) -> ScheduleStatus:
+        """What :meth:`build` gives, parsed (kept equal by tests/core)."""
+        return ScheduleStatus(
+            phase=self.phase or None, last_run_time=self.last_run_time,
+            last_schedule_time=self.last_schedule_time, next_run_time=self.next_run_time,
+            last_run_name=self.last_run_name or None, total_runs=self.total_runs,
+            observed_generation=self.generation, conditions=tuple(self._ordered_conditions()),
+            active=tuple(active))
+
     def build(self, active: Sequence[dict[str, Any]]) -> dict[str, Any]:
         status: dict[str, Any] = {"observedGeneration": self.generation}
         if self.phase:
@@ -138,13 +155,7 @@ class _StatusBuilder:
         if active:
             status["active"] = list(active)
         if self.conditions:
-            order = [READY, TICK_SKIPPED]
-            status["conditions"] = [
-                c.to_dict() for c in sorted(
-                    self.conditions.values(),
-                    key=lambda c: (order.index(c.type) if c.type in order else 99, c.type),
-                )
-            ]
+            status["conditions"] = [c.to_dict() for c in self._ordered_conditions()]
         return status
 
 
@@ -244,7 +255,8 @@ def reconcile(
     def done(outcome: Outcome, *, delete: tuple[str, ...] = (), wake: datetime | None = None,
              refs: Sequence[dict[str, Any]] = active_refs, create: dict[str, Any] | None = None,
              tick: datetime | None = None, skip: SkipReason | None = None) -> Decision:
-        return Decision(b.build(refs), create, tick, delete, tuple(b.notes), wake, outcome, skip)
+        return Decision(b.build(refs), create, tick, delete, tuple(b.notes), wake, outcome, skip,
+                        b.view(refs))
 
     spec = schedule.spec
     if spec is None:

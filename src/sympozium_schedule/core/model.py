@@ -11,6 +11,7 @@ import re
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from enum import StrEnum
+from functools import lru_cache
 from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
@@ -81,10 +82,14 @@ def check_name(value: object, *, field_path: str, max_length: int = 253) -> str:
 # --- time ---------------------------------------------------------------------------------
 
 
+@lru_cache(maxsize=4096)
 def format_time(t: datetime) -> str:
-    """RFC 3339 in UTC with a ``Z``; sub-second digits only when present."""
+    """RFC 3339 in UTC with a ``Z``; sub-second digits only when present.
+
+    Cached: a burst formats the same few instants (its tick, the next one) for
+    every schedule that fires."""
     utc = t if t.tzinfo is UTC else t.astimezone(UTC)
-    return utc.replace(tzinfo=None).isoformat() + "Z"  # isoformat: C speed, on the fire path
+    return utc.replace(tzinfo=None).isoformat() + "Z"
 
 
 def parse_time(value: object) -> datetime | None:

@@ -21,7 +21,7 @@ import asyncio
 import contextlib
 import heapq
 import random
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from datetime import datetime, timedelta
 from typing import Any, Protocol
 
@@ -355,8 +355,9 @@ class Controller:
         retry: list[_Planned] = []
         for planned, wanted, got in zip(batch, writes, results, strict=True):
             if len(got) == len(wanted) and not any(isinstance(r, StoreError) for r in got):
-                key, obj, _view, decision = planned
+                key, obj, view, decision = planned
                 self._written(key, obj, decision, wanted, got, counts)
+                self._remember_view(key, view, decision)
             else:
                 retry.append(planned)
         m = self.metrics  # counted once a chunk: each inc() takes a lock
@@ -365,6 +366,16 @@ class Controller:
         m.status_writes.inc(counts["status"])
         for key, obj, view, decision in retry:
             await self._execute(key, obj, view, decision, now)
+
+    def _remember_view(self, key: Key, view: ScheduleView, decision: Decision) -> None:
+        """Cache the view of the status just written, from the decision itself: the
+        next reconcile of this schedule then parses nothing."""
+        current = self.schedules.get(*key)
+        if current is None or decision.status_view is None:
+            return
+        rv = str((current.get("metadata") or {}).get("resourceVersion"))
+        self._views[key] = (rv, replace(view, meta=ObjectView.of(current),
+                                        status=decision.status_view))
 
     def _written(self, key: Key, obj: Obj, decision: Decision, writes: list[Write],
                  results: list[WriteResult], counts: dict[str, int]) -> None:
