@@ -160,7 +160,8 @@ def test_run_fires_on_time_refuses_a_second_run_and_stops_on_sigterm(
     def enough_succeeded() -> bool:
         done = Counter(schedule_of(r) for r in stored_runs(cli.data_dir) if phase(r) == "Succeeded")
         assert process.poll() is None, scheduler.tail()
-        return done["every1"] >= 3 and done["every2"] >= 2 and done["demo-heartbeat"] >= 1
+        return (done["every1"] >= 3 and done["every2"] >= 2 and done["demo-heartbeat"] >= 1
+                and done["demo-planner"] >= 1)
 
     wait_for(enough_succeeded, timeout=60, interval=0.3, what="runs of every schedule to succeed")
 
@@ -185,6 +186,13 @@ def test_run_fires_on_time_refuses_a_second_run_and_stops_on_sigterm(
     banner = [line for line in scheduler.log.read_text().splitlines() if not line.startswith("{")]
     assert banner[0] == f"sympozium-schedule is running the demo (data dir {cli.data_dir}).", banner
     assert f"  sympozium-schedule describe schedule demo-heartbeat --data-dir {cli.data_dir}" in banner
+
+    # The planner's agent scheduled itself: tool, bridge, NATS, router, store.
+    followup = cli.ok("get", "schedule", "demo-followup", "-o", "json").json()
+    assert followup["spec"]["schedule"] == "@every 10m", followup
+    assert followup["spec"]["instanceRef"] == "demo", followup
+    planner_runs = [r for r in cli.runs() if schedule_of(r) == "demo-planner"]
+    assert any("schedule_task create followup" in r["status"]["result"] for r in planner_runs)
 
     runs = cli.runs()
     for name, interval in (("every1", SECOND), ("every2", 2 * SECOND)):

@@ -20,6 +20,8 @@ from sympozium_schedule.ports.store import AlreadyExists, Obj, Store
 
 DEMO_FILE = "demo.yaml"
 DEMO_SCHEDULE = "demo-heartbeat"
+# The planner's agent asks for this schedule through schedule_task (see demo.yaml).
+DEMO_SELF_SCHEDULED = "demo-followup"
 
 
 def demo_objects() -> list[Obj]:
@@ -59,6 +61,9 @@ def banner(*, created: list[str], present: list[str], data_dir: Path, default_di
                  "tick creates an AgentRun")
     if runner:
         lines[-1] += ", which the demo agent (no LLM) answers in about a second."
+        lines.append("Schedule demo-planner's agent asks for a schedule of its own with the "
+                     f"schedule_task tool: the router creates {DEMO_SELF_SCHEDULED} a few "
+                     "seconds after start.")
     else:
         lines[-1] += "; with --no-runner nothing executes it, so it stays without a phase."
     lines += [
