@@ -18,7 +18,7 @@ import contextlib
 import hashlib
 import json
 import time
-from collections import defaultdict
+from collections.abc import AsyncIterator
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -81,6 +81,34 @@ class _Request:
     data: Any
 
 
+@dataclass(frozen=True, slots=True)
+class _Envelope:
+    metadata: dict[str, Any]
+    run: str
+    instance: str
+    data: Any
+
+    @property
+    def order_key(self) -> tuple[str, str]:
+        namespace = self.metadata.get("namespace")
+        return (namespace if isinstance(namespace, str) else "", self.instance)
+
+
+def _envelope(delivery: Delivery) -> _Envelope:
+    """The parts of a message that need no I/O: enough to know whose turn it is."""
+    try:
+        env = json.loads(delivery.data)
+    except ValueError as exc:
+        raise Malformed(f"not JSON: {exc}") from exc
+    if not isinstance(env, dict) or not isinstance(env.get("metadata"), dict):
+        raise Malformed("not an event envelope with metadata")
+    meta = env["metadata"]
+    run, instance = meta.get("agentRunID"), meta.get("instanceName")
+    if not isinstance(run, str) or not run or not isinstance(instance, str) or not instance:
+        raise Malformed("metadata lacks agentRunID or instanceName: nobody to answer")
+    return _Envelope(meta, run, instance, env.get("data"))
+
+
 def _dedupe_key(request_id: str) -> str:
     return hashlib.sha256(request_id.encode()).hexdigest()
 
@@ -96,7 +124,7 @@ class Router:
         self.ready = asyncio.Event()
         self._bus: Bus | None = None
         self._kv: KeyValue | None = None
-        self._locks: defaultdict[tuple[str, str], asyncio.Lock] = defaultdict(asyncio.Lock)
+        self._turns: dict[tuple[str, str], tuple[asyncio.Lock, int]] = {}
 
     async def run(self) -> None:
         while True:
@@ -124,13 +152,42 @@ class Router:
     async def handle(self, delivery: Delivery) -> tuple[Disposition, float]:
         started = time.perf_counter()
         try:
-            request = await self._parse(delivery)
+            envelope = _envelope(delivery)
         except Malformed as exc:
-            log.warning("malformed request terminated", reason=str(exc), seq=delivery.stream_seq)
-            self.metrics.router_requests.labels("unknown", "malformed").inc()
-            return Disposition.TERM, 0.0
-        except StoreError as exc:
-            return Disposition.NAK, 2.0 if exc.temporary else 0.0
+            return self._terminate(delivery, exc)
+        # The turn is taken before the first await: the deliveries of one fetch start
+        # in stream order, so one instance's requests are applied in the order written.
+        async with self._turn(envelope.order_key):
+            try:
+                request = await self._parse(envelope, delivery)
+            except Malformed as exc:
+                return self._terminate(delivery, exc)
+            except StoreError as exc:
+                return Disposition.NAK, 2.0 if exc.temporary else 0.0
+            return await self._answer(request, delivery, started)
+
+    def _terminate(self, delivery: Delivery, exc: Malformed) -> tuple[Disposition, float]:
+        log.warning("malformed request terminated", reason=str(exc), seq=delivery.stream_seq)
+        self.metrics.router_requests.labels("unknown", "malformed").inc()
+        return Disposition.TERM, 0.0
+
+    @contextlib.asynccontextmanager
+    async def _turn(self, key: tuple[str, str]) -> AsyncIterator[None]:
+        """A FIFO lock per instance, dropped when nobody holds or waits for it."""
+        lock, users = self._turns.get(key, (asyncio.Lock(), 0))
+        self._turns[key] = (lock, users + 1)
+        try:
+            async with lock:
+                yield
+        finally:
+            lock, users = self._turns[key]
+            if users == 1:
+                del self._turns[key]
+            else:
+                self._turns[key] = (lock, users - 1)
+
+    async def _answer(self, request: _Request, delivery: Delivery,
+                      started: float) -> tuple[Disposition, float]:
         assert self._kv is not None and self._bus is not None
         key = _dedupe_key(request.request_id)
         try:
@@ -153,17 +210,8 @@ class Router:
         self.metrics.router_latency.observe(time.perf_counter() - started)
         return Disposition.ACK, 0.0
 
-    async def _parse(self, delivery: Delivery) -> _Request:
-        try:
-            env = json.loads(delivery.data)
-        except ValueError as exc:
-            raise Malformed(f"not JSON: {exc}") from exc
-        if not isinstance(env, dict) or not isinstance(env.get("metadata"), dict):
-            raise Malformed("not an event envelope with metadata")
-        meta = env["metadata"]
-        run, instance = meta.get("agentRunID"), meta.get("instanceName")
-        if not isinstance(run, str) or not run or not isinstance(instance, str) or not instance:
-            raise Malformed("metadata lacks agentRunID or instanceName: nobody to answer")
+    async def _parse(self, envelope: _Envelope, delivery: Delivery) -> _Request:
+        meta, run, instance = envelope.metadata, envelope.run, envelope.instance
         namespace = meta.get("namespace")
         if not isinstance(namespace, str) or not namespace:
             namespace = await self._namespace_of(instance)
@@ -175,7 +223,7 @@ class Router:
                       or f"{namespace}/{run}/seq-{delivery.stream_seq}")
         request_file = meta.get("requestFile")
         return _Request(Identity(namespace, instance, run), str(request_id),
-                        request_file if isinstance(request_file, str) else "", env.get("data"))
+                        request_file if isinstance(request_file, str) else "", envelope.data)
 
     async def _namespace_of(self, instance: str) -> str:
         """Sympozium's older bridge sends no namespace: find the instance's."""
@@ -213,14 +261,9 @@ class Router:
             return self._result(request, "rejected",
                                 f"SympoziumInstance {who.instance!r} does not exist in namespace "
                                 f"{who.namespace!r}")
-        # One request at a time per schedule (in order), and per instance while a new
-        # schedule is created (the per-instance cap is counted, then a create follows);
-        # requests for different schedules proceed side by side.
-        async with self._locks[(who.namespace, f"{who.instance}-{parsed.name}")]:
-            if action == "create":
-                async with self._locks[(who.namespace, who.instance)]:
-                    return await self._decide_and_apply(request, parsed, delivery)
-            return await self._decide_and_apply(request, parsed, delivery)
+        # The caller holds this instance's turn: its cap is counted and its schedules
+        # written one request at a time; other instances' requests proceed side by side.
+        return await self._decide_and_apply(request, parsed, delivery)
 
     async def _decide_and_apply(self, request: _Request, parsed: ScheduleRequest,
                                 delivery: Delivery) -> dict[str, Any]:
