@@ -7,13 +7,12 @@ touch the user's real store.
 
 from __future__ import annotations
 
+import functools
 import json
 import os
 import subprocess
 import sys
 import textwrap
-import time
-from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
@@ -23,6 +22,7 @@ import pytest
 import yaml
 
 from sympozium_schedule import manifests
+from tests import support
 
 PROGRAM = (sys.executable, "-m", "sympozium_schedule.cli.main")
 SAMPLES = manifests.path("samples")
@@ -114,17 +114,8 @@ def module_cli(tmp_path_factory: pytest.TempPathFactory) -> Cli:
     return Cli(root / "data", base_env(root))
 
 
-def wait_for(condition: Callable[[], Any], *, timeout: float, interval: float = 0.2,
-             what: str = "condition") -> Any:
-    """Poll until ``condition()`` is truthy; its value. Fails after ``timeout`` seconds."""
-    deadline = time.monotonic() + timeout
-    while True:
-        value = condition()
-        if value:
-            return value
-        if time.monotonic() > deadline:
-            pytest.fail(f"timed out after {timeout}s waiting for {what}")
-        time.sleep(interval)
+# A CLI start-up per look is costly: look less often than the other suites.
+wait_for = functools.partial(support.wait_for, interval=0.2)
 
 
 def instance_yaml(name: str = "alice", namespace: str | None = None) -> str:

@@ -9,7 +9,6 @@ store of their own.
 
 from __future__ import annotations
 
-import asyncio
 import re
 from datetime import UTC, datetime
 from pathlib import Path
@@ -17,7 +16,6 @@ from typing import Any
 
 import pytest
 
-from sympozium_schedule.adapters.sqlite import SQLiteStore
 from sympozium_schedule.cli import session
 from sympozium_schedule.core.model import format_time
 from tests.e2e.conftest import (
@@ -29,6 +27,7 @@ from tests.e2e.conftest import (
     instance_yaml,
     schedule_yaml,
 )
+from tests.support import seed_store
 
 pytestmark = pytest.mark.e2e
 
@@ -36,6 +35,7 @@ DEMO_OBJECTS = [
     "configmap/demo-memory",
     "sympoziuminstance.sympozium.ai/demo",
     "sympoziumschedule.sympozium.ai/demo-heartbeat",
+    "sympoziumschedule.sympozium.ai/demo-planner",
 ]
 
 
@@ -58,18 +58,6 @@ def names(listing: dict[str, Any]) -> list[str]:
     return [item["metadata"]["name"] for item in listing["items"]]
 
 
-def write_in_store(data_dir: Path, *objects: dict[str, Any]) -> None:
-    """Put objects in the store as another writer could: ones apply would refuse,
-    or that only the scheduler writes (Events)."""
-    async def write() -> None:
-        store = SQLiteStore(data_dir / "store.db")
-        try:
-            for obj in objects:
-                await store.create(obj)
-        finally:
-            await store.close()
-
-    asyncio.run(write())
 
 
 # --- the shared, read-only world ----------------------------------------------------------------
@@ -118,7 +106,7 @@ def world(module_cli: Cli, tmp_path_factory: pytest.TempPathFactory) -> dict[str
     triggered = dict(zip(("hb-run", "nightly-run"),
                          cli.many(("trigger", "hb"), ("trigger", "nightly")), strict=True))
     hb_run = triggered["hb-run"].out.strip()
-    write_in_store(cli.data_dir, {
+    seed_store(cli.data_dir, {
         "apiVersion": "v1", "kind": "Event",
         "metadata": {"name": "hb.1", "namespace": "default"},
         "involvedObject": {"apiVersion": "sympozium.ai/v1alpha1", "kind": "SympoziumSchedule",
@@ -284,6 +272,7 @@ def test_apply_creates_then_reports_unchanged_and_configured(cli: Cli) -> None:
         "configmap/demo-memory unchanged",
         "sympoziuminstance.sympozium.ai/demo unchanged",
         "sympoziumschedule.sympozium.ai/demo-heartbeat configured",
+        "sympoziumschedule.sympozium.ai/demo-planner unchanged",
     ]
 
     schedule, tables = cli.many(("get", "schedule", "demo-heartbeat", "-o", "json"),
@@ -296,6 +285,9 @@ def test_apply_creates_then_reports_unchanged_and_configured(cli: Cli) -> None:
     assert schedules[1][:7] == ["sympoziumschedule.sympozium.ai/demo-heartbeat", "demo", "@every 30s",
                                 "heartbeat", "<none>", "<none>", "<none>"]
     assert re.fullmatch(r"\d+s", schedules[1][7])
+    assert schedules[2][:4] == ["sympoziumschedule.sympozium.ai/demo-planner", "demo", "@every 1h",
+                                "scheduled"]
+    assert len(schedules) == 3
     assert instances[0] == ["NAME", "MODEL", "AGE"]
     assert instances[1][:2] == ["sympoziuminstance.sympozium.ai/demo", "gpt-4o-mini"]
     assert configmaps[0] == ["NAME", "DATA", "AGE"]

@@ -17,25 +17,22 @@ once and no log file sits on a filesystem a test is about to fill.
 
 from __future__ import annotations
 
-import asyncio
 import contextlib
+import functools
 import json
 import os
 import signal
-import socket
 import sqlite3
 import subprocess
 import sys
 import threading
-import time
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
 
 import pytest
 
-from sympozium_schedule.adapters.sqlite import SQLiteStore
 from sympozium_schedule.core.model import (
     ANNOTATION_SCHEDULED_TIME,
     API_VERSION,
@@ -43,6 +40,7 @@ from sympozium_schedule.core.model import (
     Kind,
     parse_time,
 )
+from tests import support
 
 SECOND = timedelta(seconds=1)
 # Nothing listens on the discard port: the URL only keeps `run` from starting a server.
@@ -211,17 +209,8 @@ def schedule_obj(name: str, schedule: str, *, instance: str = "alice", **spec: A
             "spec": {"instanceRef": instance, "schedule": schedule, "task": "Check in."} | spec}
 
 
-def seed(data_dir: Path, *objects: dict[str, Any]) -> None:
-    """Write objects as `apply` would (it creates them through the same store)."""
-    async def write() -> None:
-        store = SQLiteStore(data_dir / "store.db")
-        try:
-            for obj in objects:
-                await store.create(obj)
-        finally:
-            await store.close()
-
-    asyncio.run(write())
+# Objects written as `apply` would (it creates them through the same store).
+seed = support.seed_store
 
 
 def rows(data_dir: Path) -> list[tuple[str, str, str, str | None]]:
@@ -267,20 +256,4 @@ def floor_tick(t: datetime) -> datetime:
     return t.replace(microsecond=0)
 
 
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return int(sock.getsockname()[1])
-
-
-def wait_for(condition: Callable[[], Any], *, timeout: float = PATIENCE, interval: float = 0.05,
-             what: str = "condition") -> Any:
-    """Poll until ``condition()`` is truthy; its value. Fails after ``timeout`` seconds."""
-    deadline = time.monotonic() + timeout
-    while True:
-        value = condition()
-        if value:
-            return value
-        if time.monotonic() > deadline:
-            pytest.fail(f"timed out after {timeout}s waiting for {what}")
-        time.sleep(interval)
+wait_for = functools.partial(support.wait_for, timeout=PATIENCE)

@@ -77,7 +77,6 @@ from tests.faults.conftest import (
     Runs,
     created,
     floor_tick,
-    free_port,
     instance_obj,
     now,
     objects,
@@ -88,6 +87,7 @@ from tests.faults.conftest import (
     tick_of,
     wait_for,
 )
+from tests.support import free_port
 
 SCHEDULES = [f"every-{n}" for n in range(5)]
 OUTAGE = timedelta(seconds=3)

@@ -16,7 +16,6 @@ import json
 import os
 import re
 import signal
-import socket
 import subprocess
 import sys
 import urllib.error
@@ -35,7 +34,9 @@ from sympozium_schedule.adapters.nats.server import EmbeddedNats
 from sympozium_schedule.agents.schedule_task import result_path, schedule_task
 from sympozium_schedule.core.model import API_VERSION, parse_time
 from sympozium_schedule.runtime.bridge import Bridge, BridgeSettings
-from tests.k8s.emulator import Api, ApiServer, Obj, wait_until
+from tests import support
+from tests.k8s.emulator import Api, ApiServer, Obj
+from tests.support import free_port
 
 # Generous for a loaded 2-core machine; a passing test never waits anywhere near it.
 TIMEOUT = 20.0
@@ -44,11 +45,9 @@ LEASE_NAMESPACE = "sympozium-schedule"  # the install's namespace, where its Rol
 SCHEDULED_TIME = "sympozium.ai/scheduled-time"
 
 
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        port: int = sock.getsockname()[1]
-        return port
+wait_until = functools.partial(support.wait_for, interval=0.1)
+# For async tests: the loop keeps running the bridge between looks.
+until = functools.partial(support.eventually, timeout=TIMEOUT, interval=0.05)
 
 
 # --- the processes --------------------------------------------------------------------------
@@ -331,20 +330,6 @@ def without_nulls(value: Any) -> Any:
 
 
 # --- self-scheduling: NATS and an agent's side ------------------------------------------------
-
-
-async def until(check: Callable[[], Any], *, what: str, timeout: float = TIMEOUT) -> Any:
-    """:func:`wait_until` for async tests: ``check`` is quick and synchronous (a file, a probe),
-    and the loop keeps running the bridge between looks."""
-    loop = asyncio.get_running_loop()
-    deadline = loop.time() + timeout
-    while True:
-        value = check()
-        if value:
-            return value
-        if loop.time() > deadline:
-            raise AssertionError(f"timed out after {timeout:g}s waiting for {what} (last: {value!r})")
-        await asyncio.sleep(0.05)
 
 
 class Agent:

@@ -1200,18 +1200,5 @@ def _plural_of(obj: Obj) -> str:
     return next(p for p, r in PLURALS.items() if r._api_info.resource.kind == obj["kind"])
 
 
-def wait_until(check: Callable[[], T], *, timeout: float, what: str, interval: float = 0.1) -> T:
-    """Poll ``check`` until it returns something truthy; return that (AssertionError after
-    ``timeout`` seconds, naming ``what`` and the last value seen)."""
-    deadline = time.monotonic() + timeout
-    while True:
-        value = check()
-        if value:
-            return value
-        if time.monotonic() > deadline:
-            raise AssertionError(f"timed out after {timeout:g}s waiting for {what} (last: {value!r})")
-        time.sleep(interval)
-
-
 def by_name(objs: Iterable[Obj]) -> dict[str, Obj]:
     return {o["metadata"]["name"]: o for o in objs}

@@ -32,9 +32,10 @@ from tests.k8s.conftest import (
     namespace_for,
     scheduled_time,
     ticks,
+    wait_until,
     without_nulls,
 )
-from tests.k8s.emulator import ApiServer, Call, Obj, api_error, wait_until
+from tests.k8s.emulator import ApiServer, Call, Obj, api_error
 
 AGENT_RUNS_CRD = "sympozium.ai_agentruns.yaml"
 SCHEDULES_CRD = "sympozium.ai_sympoziumschedules.yaml"

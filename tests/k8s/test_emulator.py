@@ -10,13 +10,13 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import inspect
+import functools
 import json
 import subprocess
 import sys
 import threading
 import time
-from collections.abc import AsyncIterator, Callable
+from collections.abc import AsyncIterator
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -30,6 +30,7 @@ from lightkube.types import CascadeType, PatchType
 
 from sympozium_schedule.adapters.kubernetes.store import RESOURCES, Lease
 from sympozium_schedule.core.model import Kind
+from tests import support
 from tests.k8s.emulator import (
     ApiServer,
     FastShutdownServer,
@@ -69,17 +70,7 @@ async def env() -> AsyncIterator[Env]:
                 emu.break_watches()
 
 
-async def eventually(check: Callable[[], Any], *, what: str, timeout: float = 5.0) -> Any:
-    deadline = time.monotonic() + timeout
-    while True:
-        value = check()
-        if inspect.isawaitable(value):
-            value = await value
-        if value:
-            return value
-        if time.monotonic() > deadline:
-            raise AssertionError(f"timed out after {timeout:g}s waiting for {what}")
-        await asyncio.sleep(0.01)
+eventually = functools.partial(support.eventually, timeout=5.0, interval=0.01)
 
 
 def schedule(name: str = "hb", **spec: Any) -> Any:

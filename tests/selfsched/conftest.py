@@ -14,11 +14,10 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import functools
-import inspect
 import json
 import os
 import signal
-from collections.abc import AsyncIterator, Callable
+from collections.abc import AsyncIterator
 from pathlib import Path
 from typing import Any
 
@@ -45,6 +44,7 @@ from sympozium_schedule.core.requests import Limits
 from sympozium_schedule.ports.store import NotFound, Obj, Ref
 from sympozium_schedule.runtime.bridge import Bridge, BridgeSettings, request_id
 from sympozium_schedule.runtime.router import Router, RouterSettings
+from tests import support
 
 NAMESPACE = "default"
 # Generous for a loaded 2-core machine; a passing test never waits anywhere near this.
@@ -57,19 +57,7 @@ TEARDOWN_GRACE = 0.5
 Snapshot = dict[tuple[str, str, str], Obj]
 
 
-async def eventually(check: Callable[[], Any], *, what: str, timeout: float = TIMEOUT) -> Any:
-    """Poll ``check`` (sync or async) until it returns something truthy; return that."""
-    loop = asyncio.get_running_loop()
-    deadline = loop.time() + timeout
-    while True:
-        value = check()
-        if inspect.isawaitable(value):
-            value = await value
-        if value:
-            return value
-        if loop.time() > deadline:
-            raise AssertionError(f"timed out after {timeout:g}s waiting for {what}")
-        await asyncio.sleep(0.02)
+eventually = functools.partial(support.eventually, timeout=TIMEOUT)
 
 
 def write_atomically(path: Path, content: bytes) -> Path:

@@ -15,7 +15,7 @@ an API server that defaults and prunes returns them unchanged.
 from __future__ import annotations
 
 import asyncio
-import contextlib
+import functools
 from collections.abc import AsyncIterator, Awaitable, Callable
 from dataclasses import dataclass
 from pathlib import Path
@@ -27,6 +27,7 @@ from sympozium_schedule.adapters.kubernetes.store import KubernetesStore
 from sympozium_schedule.adapters.sqlite.store import SQLiteStore
 from sympozium_schedule.core.model import API_VERSION, LABEL_SCHEDULE, Kind
 from sympozium_schedule.ports.store import Obj, Ref, Store, WatchEvent
+from tests import support
 from tests.k8s.emulator import ApiServer
 
 NAMESPACE = "default"
@@ -258,13 +259,6 @@ async def events_until(events: AsyncIterator[WatchEvent], done: Callable[[WatchE
     pytest.fail(f"the watch did not deliver the awaited event within {timeout}s; saw {summary}")
 
 
-async def eventually(check: Callable[[], Awaitable[bool]], timeout: float = PATIENCE,
-                     what: str = "the condition") -> None:
-    """Poll ``check`` until it holds (Kubernetes' garbage collector is asynchronous)."""
-    with contextlib.suppress(TimeoutError):
-        async with asyncio.timeout(timeout):
-            while True:
-                if await check():
-                    return
-                await asyncio.sleep(0.01)
-    pytest.fail(f"{what} did not hold within {timeout}s")
+# Kubernetes' garbage collector is asynchronous: some contract checks must poll.
+eventually = functools.partial(support.eventually, timeout=PATIENCE, interval=0.01)
+
