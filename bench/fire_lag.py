@@ -1,0 +1,216 @@
+"""Fire lag in embedded mode: 1,000 schedules ticking every minute, spread over the minute.
+
+    python -m bench fire_lag [--repeats N] [--quick]
+
+Each repeat seeds a fresh data directory with ``@every 1m`` schedules
+(concurrencyPolicy Allow, so the unfinished runs of ``--no-runner`` never skip a
+tick; firstTick afterInterval) whose creationTimestamps are spread evenly over one
+minute (``@every`` counts from the creation second, so the ticks are spread too),
+starts the real ``sympozium-schedule run --no-runner --no-router`` on it, and
+measures a window of whole periods that starts 2 s after it is ready. The fire lag
+of a run is its creationTimestamp minus its tick (the ``sympozium.ai/scheduled-time``
+annotation), read back from the store after the window: the store stamps
+creationTimestamp when the transaction creating the run begins.
+
+The floor, in the same window: a bare Python process (``bench.floors timers``)
+arming one ``loop.call_at`` timer per tick of the window, the same instants, each
+measuring its own lag. A tick with no run by the end of the window (+3 s) is lost.
+
+--quick: 100 schedules every 10 s, a 20 s window. --gc-trace: the ``run`` process
+also logs its full garbage collections (a sitecustomize on its PYTHONPATH); each
+repeat then lists the collections in the window and the fires they delayed.
+"""
+
+from __future__ import annotations
+
+import json
+import sys
+import time
+from dataclasses import dataclass
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
+from typing import Any
+
+from bench.common import (
+    IMG_DIR,
+    Figure,
+    Options,
+    Report,
+    RunProcess,
+    cpu_seconds,
+    data_dir,
+    fires,
+    list_objects,
+    main_for,
+    schedule_obj,
+    seed,
+    summary,
+)
+from sympozium_schedule.core.model import Kind
+
+NAME = "fire_lag"
+DESCRIPTION = "fire lag, 1,000 @every-1m schedules spread over the minute (embedded `run`)"
+TARGET_P99_MS = 100.0
+START_DELAY = 2.0  # the window starts this long after /readyz says ready
+GRACE = 3.0        # a run later than this after the window's end counts as lost
+
+
+@dataclass(frozen=True)
+class Size:
+    schedules: int
+    period: int  # seconds
+    periods: int  # whole periods measured per repeat
+
+
+FULL = Size(schedules=1000, period=60, periods=2)
+QUICK = Size(schedules=100, period=10, periods=2)
+
+
+def _every(period: int) -> str:
+    return f"@every {period // 60}m" if period % 60 == 0 else f"@every {period}s"
+
+
+def ticks_in(anchors: dict[str, datetime], period: int, start: float, end: float) -> set[tuple[str, float]]:
+    """Every (schedule, tick) with start <= tick < end; ticks are anchor + k * period, k >= 1."""
+    found = set()
+    for name, anchor in anchors.items():
+        a = anchor.timestamp()
+        k = max(int((start - a) // period), 1)
+        while a + k * period < end:
+            t = a + k * period
+            if t >= start:
+                found.add((name, t))
+            k += 1
+    return found
+
+
+def one_repeat(options: Options, size: Size, index: int) -> dict[str, Any]:
+    with data_dir(options, NAME) as directory:
+        # Creation times spread over the last period: the first ticks fall in the next one.
+        began = time.time()
+        step = size.period / size.schedules
+        base = datetime.fromtimestamp(began - size.period, UTC)
+        schedules = [(schedule_obj(f"lag-{i:05d}", _every(size.period)),
+                      base + timedelta(seconds=i * step)) for i in range(size.schedules)]
+        seed(directory, schedules)
+        anchors = {obj["metadata"]["name"]: created.replace(microsecond=0)
+                   for obj, created in schedules}
+
+        with RunProcess(directory, gc_trace=options.gc_trace) as run:
+            ready = run.wait_ready()
+            start = ready + START_DELAY
+            end = start + size.periods * size.period
+            expected = ticks_in(anchors, size.period, start, end)
+            targets = directory / "floor-targets.json"
+            targets.write_text(json.dumps(sorted(t for _, t in expected)))
+            floor = _start_floor(targets)
+            proc = run.process()
+            cpu_before, wall_before = cpu_seconds(proc), time.time()
+            time.sleep(max(0.0, end - time.time()))
+            cpu = (cpu_seconds(proc) - cpu_before) / (time.time() - wall_before)
+            time.sleep(GRACE)
+            floor_out, floor_err = floor.communicate(timeout=60)
+        if floor.returncode != 0:
+            raise RuntimeError(f"the timer floor failed: {floor_err.decode()}")
+        floor_result = json.loads(floor_out)
+        floor_lags = [x * 1000 for x in floor_result["lags"]]
+
+        got = {(f.schedule, f.tick.timestamp()): f for f in fires(list_objects(directory, Kind.AGENT_RUN))}
+        measured = [got[key] for key in expected if key in got]
+        lags = [f.lag * 1000 for f in measured]
+        lost = len(expected) - len(measured)
+        # --gc-trace: the collections in the window, and the fires a collection delayed.
+        pauses = [(stop - ms / 1000, stop, gen, ms) for stop, gen, ms in run.gc_pauses()
+                  if start <= stop and stop - ms / 1000 < end + GRACE]
+        in_gc = [f for f in measured if any(b < f.created.timestamp() and e > f.tick.timestamp()
+                                            for b, e, _, _ in pauses)]
+    lag = summary(lags)
+    floor_summary = summary(floor_lags)
+    print(f"   repeat {index + 1}: {len(measured)} fires, lag p50 {lag['p50']:.1f} ms p99 "
+          f"{lag['p99']:.1f} ms max {lag['max']:.1f} ms; floor p50 {floor_summary['p50']:.2f} ms "
+          f"p99 {floor_summary['p99']:.2f} ms; lost {lost}; controller CPU {cpu:.1%}", flush=True)
+    gc_info = None
+    if options.gc_trace:
+        gc_info = {"pauses_ms": [round(ms, 1) for _, _, gen, ms in pauses],
+                   "generations": [gen for _, _, gen, _ in pauses],
+                   "fires_delayed": len(in_gc),
+                   "their_max_lag_ms": round(max((f.lag for f in in_gc), default=0) * 1000, 1)}
+        print(f"     gc: collections in the window (ms) {gc_info['pauses_ms']}; fires overlapping "
+              f"one {len(in_gc)}, their max lag {gc_info['their_max_lag_ms']} ms", flush=True)
+    return {"lag_ms": lag, "floor_ms": floor_summary, "lost": lost, "expected": len(expected),
+            "floor_skipped": floor_result["skipped"], "controller_cpu": round(cpu, 4),
+            "startup_s": round(ready - run.started_at, 3), "gc": gc_info,
+            "_lags": lags, "_floor": floor_lags,
+            "_offsets": [(f.tick.timestamp() - start, f.lag * 1000) for f in measured]}
+
+
+def _start_floor(targets: Path) -> Any:
+    import subprocess
+
+    return subprocess.Popen([sys.executable, "-m", "bench.floors", "timers", str(targets)],
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+
+
+def measure(options: Options) -> Report:
+    size = QUICK if options.quick else FULL
+    runs = [one_repeat(options, size, i) for i in range(options.repeats)]
+    floor_p50 = [r["floor_ms"]["p50"] for r in runs]
+    floor_p99 = [r["floor_ms"]["p99"] for r in runs]
+    figures = [
+        Figure("p50_ms", "fire lag p50", "ms", [r["lag_ms"]["p50"] for r in runs],
+               floor=floor_p50, floor_label="idle call_at p50"),
+        Figure("p99_ms", "fire lag p99", "ms", [r["lag_ms"]["p99"] for r in runs],
+               target=TARGET_P99_MS, floor=floor_p99, floor_label="idle call_at p99"),
+        Figure("max_ms", "fire lag max", "ms", [r["lag_ms"]["max"] for r in runs],
+               floor=[r["floor_ms"]["max"] for r in runs], floor_label="idle call_at max"),
+        Figure("lost", "ticks lost", "", [float(r["lost"]) for r in runs], target=0, gate="worst"),
+        Figure("cpu", "controller CPU while firing", "% core",
+               [r["controller_cpu"] * 100 for r in runs]),
+    ]
+    if options.draw:
+        draw(runs, size)
+    public = [{k: v for k, v in r.items() if not k.startswith("_")} for r in runs]
+    return Report(NAME, DESCRIPTION, {
+        "schedules": size.schedules, "schedule": _every(size.period), "periods": size.periods,
+        "concurrencyPolicy": "Allow", "firstTick": "afterInterval",
+        "command": "sympozium-schedule run --no-runner --no-router --log-level warning",
+        "lag": "AgentRun creationTimestamp - sympozium.ai/scheduled-time, read from the store",
+    }, figures, public)
+
+
+def draw(runs: list[dict[str, Any]], size: Size) -> None:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    lags = sorted(x for r in runs for x in r["_lags"])
+    floor = sorted(max(x, 1e-3) for r in runs for x in r["_floor"])
+    fig, (cdf, scatter) = plt.subplots(1, 2, figsize=(11, 4.2))
+    for values, label in ((lags, "fire lag (run created - tick)"), (floor, "floor: idle call_at lag")):
+        ys = [i / len(values) for i in range(1, len(values) + 1)]
+        cdf.plot([max(v, 1e-3) for v in values], ys, label=label)
+    cdf.axvline(TARGET_P99_MS, color="red", linestyle="--", linewidth=1, label="target p99 = 100 ms")
+    cdf.axhline(0.99, color="grey", linestyle=":", linewidth=1)
+    cdf.set_xscale("log")
+    cdf.set_xlabel("lag (ms, log scale)")
+    cdf.set_ylabel("fraction of fires")
+    cdf.set_title(f"{size.schedules} schedules, {_every(size.period)}, "
+                  f"{len(runs)} runs x {size.periods} periods")
+    cdf.legend(loc="lower right", fontsize=8)
+    for i, r in enumerate(runs):
+        scatter.scatter([x for x, _ in r["_offsets"]], [y for _, y in r["_offsets"]], s=3, alpha=0.5,
+                        label=f"run {i + 1}")
+    scatter.axhline(TARGET_P99_MS, color="red", linestyle="--", linewidth=1)
+    scatter.set_xlabel("tick, seconds into the window")
+    scatter.set_ylabel("fire lag (ms)")
+    scatter.set_title("fire lag over the window")
+    scatter.legend(loc="upper right", fontsize=8, markerscale=3)
+    fig.tight_layout()
+    IMG_DIR.mkdir(parents=True, exist_ok=True)
+    fig.savefig(IMG_DIR / "fire_lag.png", dpi=110)
+    plt.close(fig)
+
+
+if __name__ == "__main__":
+    sys.exit(main_for(NAME, measure, DESCRIPTION))
