@@ -139,11 +139,14 @@ async def run_embedded(settings: EmbeddedSettings) -> None:
                 stopping = asyncio.ensure_future(stop.wait())
                 await asyncio.wait({ready, stopping}, return_when=asyncio.FIRST_COMPLETED)
                 ready.cancel()
-                freeze_heap()
-                log.info("scheduler running", data_dir=str(settings.data_dir),
-                         schedules=len(controller.schedules.cache))
-                if settings.on_ready is not None and controller.ready.is_set():
-                    await settings.on_ready(store)
+                if controller.ready.is_set():
+                    # Said when it is true (every timer armed, /readyz 200), before the
+                    # heap is frozen: that collection is housekeeping, not start-up.
+                    log.info("scheduler running", data_dir=str(settings.data_dir),
+                             schedules=len(controller.schedules.cache))
+                    freeze_heap()
+                    if settings.on_ready is not None:
+                        await settings.on_ready(store)
                 await stopping
                 log.info("shutting down")
                 for task in tasks:
