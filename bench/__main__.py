@@ -14,7 +14,6 @@ from __future__ import annotations
 
 import argparse
 import importlib
-import importlib.util
 import os
 import subprocess
 import sys
@@ -23,15 +22,10 @@ import time
 
 from bench.common import PROJECT_DIR, SOURCE_ENV, Report, add_arguments, options_from, run_benchmark
 
-# In the order; k8s is optional (someone else's module).
+# In the order.
 BENCHMARKS = ("fire_lag", "burst", "idle", "startup_memory", "selfsched", "k8s")
-OPTIONAL = frozenset({"k8s"})
 # Not in the default set: the cron library comparison that chose cronsim (no targets).
 EXTRAS = ("cron_libraries",)
-
-
-def available(name: str) -> bool:
-    return importlib.util.find_spec(f"bench.{name}") is not None
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -49,15 +43,12 @@ def main(argv: list[str] | None = None) -> int:
     unknown = [n for n in args.names if n not in BENCHMARKS + EXTRAS]
     if unknown:
         parser.error(f"unknown benchmark(s): {', '.join(unknown)}")
-    names = args.names or [n for n in BENCHMARKS if n not in OPTIONAL or available(n)]
+    names = args.names or list(BENCHMARKS)
     options = options_from(args)
 
     reports: list[Report] = []
     began = time.time()
     for name in names:
-        if not available(name):
-            print(f"\n== {name}: bench/{name}.py is not there yet; skipped")
-            continue
         module = importlib.import_module(f"bench.{name}")
         if name in EXTRAS:
             print(f"\n== {name}")
