@@ -144,8 +144,15 @@ def source() -> dict[str, Any]:
 
     diff = git("diff", "HEAD", "--", "src", "pyproject.toml")
     return {"commit": git("rev-parse", "--short", "HEAD") or "unknown",
+            "src_tree": git("rev-parse", "--short", "HEAD:src") or "unknown",
             "src_modified": bool(diff),
             "src_diff_sha1": hashlib.sha1(diff.encode()).hexdigest()[:10] if diff else None}
+
+
+def _measured_code(facts: dict[str, Any]) -> tuple[Any, ...]:
+    """What identifies the code under measurement: commits that touch only bench/ or
+    docs/ meanwhile change nothing measured."""
+    return facts.get("src_tree", facts["commit"]), facts["src_modified"], facts["src_diff_sha1"]
 
 
 def machine() -> dict[str, Any]:
@@ -298,7 +305,7 @@ def finish(report: Report, options: Options, *, machine_facts: dict[str, Any],
     for note in report.notes:
         print(f"   note: {note}")
     after = source()
-    if after != machine_facts["source"]:
+    if _measured_code(after) != _measured_code(machine_facts["source"]):
         report.notes.append(f"src/ changed during this run (commit {machine_facts['source']['commit']} "
                             f"-> {after['commit']}, modified {after['src_modified']}): the repeats "
                             "may have measured different code")
