@@ -36,7 +36,6 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import inspect
 import json
 import os
 import re
@@ -48,6 +47,7 @@ import urllib.request
 from collections import Counter
 from collections.abc import Iterator, Mapping, Sequence
 from datetime import datetime, timedelta
+from functools import partial
 from pathlib import Path
 from typing import Any, cast
 
@@ -69,6 +69,7 @@ from sympozium_schedule.ports.store import (
     WriteResult,
 )
 from sympozium_schedule.runtime.controller import Controller, ControllerSettings
+from tests import support
 from tests.faults.conftest import (
     KEEP_ALL,
     PATIENCE,
@@ -456,15 +457,4 @@ def fired_after(failing: FailingWrites, name: str) -> int:
     return len(failing.created) - failing.created.index(name) - 1
 
 
-async def poll(check: Any, *, what: str, timeout: float = PATIENCE) -> None:
-    """Until ``check()`` (or what it returns, awaited) is true."""
-    deadline = time.monotonic() + timeout
-    while True:
-        done = check()
-        if inspect.isawaitable(done):
-            done = await done
-        if done:
-            return
-        if time.monotonic() > deadline:
-            raise AssertionError(f"timed out after {timeout}s waiting for {what}")
-        await asyncio.sleep(0.01)
+poll = partial(support.eventually, timeout=PATIENCE, interval=0.01)
