@@ -34,6 +34,7 @@ its schedule's status, which timing cannot aim at in a real process.
 
 from __future__ import annotations
 
+import abc
 import asyncio
 import contextlib
 import json
@@ -100,20 +101,23 @@ STORE_ERRORS = re.compile(r'^sympozium_schedule_errors_total\{kind="store"\} (\S
 # --- the faults ------------------------------------------------------------------------------
 
 
-class Fault:
+class Fault(abc.ABC):
     """Make the store refuse writes under a running `run`, then undo it."""
 
     def prepare(self, data_dir: Path) -> None:
-        """Before anything is written (a fault may need the directory to be special)."""
+        """Before anything is written (a fault may need the directory to be special);
+        by default nothing."""
+        return None
 
-    def inject(self, process: RunProcess, data_dir: Path) -> None:
-        raise NotImplementedError
+    @abc.abstractmethod
+    def inject(self, process: RunProcess, data_dir: Path) -> None: ...
 
-    def recover(self, process: RunProcess, data_dir: Path) -> None:
-        raise NotImplementedError
+    @abc.abstractmethod
+    def recover(self, process: RunProcess, data_dir: Path) -> None: ...
 
     def cleanup(self, data_dir: Path) -> None:
-        """Whatever state the test ended in."""
+        """Whatever state the test ended in; by default nothing."""
+        return None
 
 
 def _chattr(flag: str, *paths: Path, check: bool = True) -> subprocess.CompletedProcess[str]:
