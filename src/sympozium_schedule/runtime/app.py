@@ -29,7 +29,7 @@ from sympozium_schedule.ports.store import Obj
 from sympozium_schedule.runtime.bridge import Bridge, BridgeSettings
 from sympozium_schedule.runtime.controller import Controller, ControllerSettings
 from sympozium_schedule.runtime.metrics import Metrics
-from sympozium_schedule.runtime.paths import store_path
+from sympozium_schedule.runtime.paths import runs_dir, store_path
 from sympozium_schedule.runtime.router import Router, RouterSettings
 from sympozium_schedule.runtime.runner import DEMO_AGENT, BridgeFactory, LocalRunner, RunnerSettings
 
@@ -120,7 +120,7 @@ async def run_embedded(settings: EmbeddedSettings) -> None:
                     tasks.append(group.create_task(router.run(), name="router"))
                 if settings.runner and nats_url is not None:
                     runner = LocalRunner(store, RunnerSettings(
-                        work_dir=settings.data_dir / "runs",
+                        work_dir=runs_dir(settings.data_dir),
                         agent_command=settings.agent_command,
                         max_parallel=settings.max_parallel,
                         default_timeout=settings.run_timeout,

@@ -21,3 +21,18 @@ def default_data_dir() -> Path:
 
 def store_path(data_dir: Path) -> Path:
     return data_dir / "store.db"
+
+
+def runs_dir(data_dir: Path) -> Path:
+    """Where the local runner keeps one folder per AgentRun."""
+    return data_dir / "runs"
+
+
+def run_dir(data_dir: Path, namespace: str, name: str) -> Path:
+    """One AgentRun's folder: its IPC folder, working folder and log."""
+    return runs_dir(data_dir) / namespace / name
+
+
+def run_log(data_dir: Path, namespace: str, name: str) -> Path:
+    """What the agent printed (stdout and stderr) for one AgentRun."""
+    return run_dir(data_dir, namespace, name) / "agent.log"
