@@ -34,7 +34,8 @@ pytestmark = pytest.mark.e2e
 
 AGENT = f"{shlex.quote(sys.executable)} -m sympozium_schedule.agents.demo"
 # Nothing here needs self-scheduling; see the module docstring for why the router is off.
-RUN_FLAGS = ("--agent-command", AGENT, "--max-parallel", "8", "--log-format", "json")
+RUN_FLAGS = ("--agent-command", AGENT, "--agent-env", "DEMO_AGENT_SECONDS=0.1", "--max-parallel", "8",
+             "--log-format", "json")
 SECOND = timedelta(seconds=1)
 # Generous for a busy 2-core machine: the controller arms a timer for each tick,
 # so on an idle machine runs land within milliseconds.
@@ -71,7 +72,7 @@ class Scheduler:
             process = subprocess.Popen(
                 self.cli.command("run", *RUN_FLAGS, *extra),
                 stdout=out, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL, text=True,
-                env=self.cli.env | {"DEMO_AGENT_SECONDS": "0.1"})
+                env=self.cli.env | {"SYMPOZIUM_SCHEDULE_PROG": "sympozium-schedule"})
         self.processes.append(process)
         return process
 

@@ -11,7 +11,6 @@ from __future__ import annotations
 
 import asyncio
 import logging
-import shlex
 import sys
 from datetime import UTC, datetime, timedelta
 from enum import StrEnum
@@ -57,6 +56,12 @@ Namespace = Annotated[str | None, typer.Option(
     help="The namespace (default: default).")]
 Output = Annotated[OutputFormat, typer.Option("-o", "--output", help="Output format.")]
 MAX_NEXT = 10_000
+
+
+class SandboxMode(StrEnum):
+    REQUIRED = "required"
+    BEST_EFFORT = "best-effort"
+    OFF = "off"
 
 
 class TextOrJson(StrEnum):
@@ -117,18 +122,6 @@ def _duration(text: str, flag: str) -> timedelta:
         raise bad_value(exc) from exc
 
 
-def _agent_command(text: str | None) -> tuple[str, ...] | None:
-    if text is None:
-        return None
-    try:
-        words = tuple(shlex.split(text))
-    except ValueError as exc:
-        raise bad_value(f"not a valid command line ({exc})", flag="--agent-command", value=text) from exc
-    if not words:
-        raise bad_value("is empty", flag="--agent-command", value=text)
-    return words
-
-
 def _startup_failure(group: BaseExceptionGroup[BaseException]) -> CliError | None:
     """A port in use or a store that cannot be written, from inside the scheduler's
     task group, as one line; anything else is a bug and keeps its traceback."""
@@ -151,7 +144,34 @@ def run(
         "--no-runner", help="Only schedule: create AgentRuns but do not execute them.")] = False,
     agent_command: Annotated[str | None, typer.Option(
         "--agent-command", metavar="CMD", show_default=False,
-        help="The agent each run executes (split like a shell would). Default: the demo agent.")] = None,
+        help="The default agent's command (split like a shell would; docs/agents.md is the "
+             "contract). Default: the demo agent.", rich_help_panel="Agents")] = None,
+    agent: Annotated[list[str] | None, typer.Option(
+        "--agent", metavar="NAME=CMD", show_default=False,
+        help="Define an agent (repeatable); an instance picks it with the annotation "
+             "sympozium.ai/agent: NAME. Built in: demo, llm (OpenAI-compatible chat "
+             "completions).", rich_help_panel="Agents")] = None,
+    default_agent: Annotated[str | None, typer.Option(
+        "--default-agent", metavar="NAME", show_default=False,
+        help="The agent of instances without the annotation. Default: demo.",
+        rich_help_panel="Agents")] = None,
+    agent_env: Annotated[list[str] | None, typer.Option(
+        "--agent-env", metavar="NAME[=VALUE]", show_default=False,
+        help="Pass this variable of run's environment to every agent, or set it (repeatable). "
+             "Agents get nothing else of run's environment but PATH, LANG, LC_* and TZ.",
+        rich_help_panel="Agents")] = None,
+    sandbox: Annotated[SandboxMode, typer.Option(
+        "--sandbox", help="required: agents run under Landlock, or run refuses to start; "
+                          "best-effort: unsandboxed (warned) where the kernel lacks Landlock; "
+                          "off: never.", rich_help_panel="Agents")] = SandboxMode.REQUIRED,
+    agent_allow: Annotated[list[Path] | None, typer.Option(
+        "--agent-allow", metavar="PATH", show_default=False,
+        help="Let agents read and execute PATH too (repeatable; never one holding the data "
+             "directory).", rich_help_panel="Agents")] = None,
+    agent_allow_write: Annotated[list[Path] | None, typer.Option(
+        "--agent-allow-write", metavar="PATH", show_default=False,
+        help="Let agents read and write PATH too (repeatable; shared by every run).",
+        rich_help_panel="Agents")] = None,
     max_parallel: Annotated[int, typer.Option(
         "--max-parallel", metavar="N", help="At most N agents at once.")] = 4,
     run_timeout: Annotated[str, typer.Option(
@@ -204,9 +224,9 @@ def run(
     if metrics_port is not None and not 0 < metrics_port < 65536:
         raise bad_value("must be between 1 and 65535", flag="--metrics-port", value=metrics_port)
     if kubernetes:
-        if demo or no_runner or agent_command or data_dir is not None:
-            raise bad_value("--demo, --no-runner, --agent-command and --data-dir are for the "
-                            "embedded mode", flag="--kubernetes", value=True)
+        if demo or no_runner or agent_command or agent or agent_env or data_dir is not None:
+            raise bad_value("--demo, --no-runner, --agent-command, --agent, --agent-env and "
+                            "--data-dir are for the embedded mode", flag="--kubernetes", value=True)
         from sympozium_schedule.cli.services import run_kubernetes
         from sympozium_schedule.runtime.logs import configure as configure_logs
 
@@ -216,8 +236,16 @@ def run(
                        leader_election=leader_election, lease_namespace=lease_namespace,
                        qps=kube_qps, burst=kube_burst)
         return
+    import os
+
+    from sympozium_schedule.cli import runflags
+    from sympozium_schedule.runtime.runner import BUILTIN_AGENTS, DOCUMENTED_ENV
+
     timeout = _duration(run_timeout, "--run-timeout")
-    command = _agent_command(agent_command)
+    agents, default = runflags.agents(agent or [], agent_command, default_agent, BUILTIN_AGENTS)
+    passed_env = runflags.agent_env(agent_env or [], os.environ, DOCUMENTED_ENV)
+    allowed = runflags.paths(agent_allow or [], "--agent-allow")
+    allowed_write = runflags.paths(agent_allow_write or [], "--agent-allow-write")
     if max_parallel < 1:
         raise bad_value("must be at least 1", flag="--max-parallel", value=max_parallel)
     if log_level.upper() not in logging.getLevelNamesMapping():
@@ -225,27 +253,33 @@ def run(
                         flag="--log-level", value=log_level)
 
     from sympozium_schedule.cli.demo import apply_demo, banner
-    from sympozium_schedule.runtime.app import DataDirBusy, EmbeddedSettings, run_embedded
+    from sympozium_schedule.runtime.app import (
+        AgentSandboxUnavailable,
+        DataDirBusy,
+        EmbeddedSettings,
+        run_embedded,
+    )
     from sympozium_schedule.runtime.logs import configure
     from sympozium_schedule.runtime.paths import default_data_dir
 
-    directory = data_dir if data_dir is not None else default_data_dir()
+    directory = runflags.data_dir(data_dir if data_dir is not None else default_data_dir())
 
     async def start_demo(store: SQLiteStore) -> None:
         created, present = await apply_demo(store)
         _out(banner(created=created, present=present, data_dir=directory,
-                    default_dir=default_data_dir(), runner=not no_runner))
+                    default_dir=default_data_dir(), runner=not no_runner,
+                    default_agent=default, agent_command=agents[default]))
 
     configure(log_format.value, log_level)
     settings = EmbeddedSettings(
         data_dir=directory, runner=not no_runner, max_parallel=max_parallel, run_timeout=timeout,
         nats_url=nats_url, router=not no_router, metrics_port=metrics_port,
-        on_ready=start_demo if demo else None)
-    if command is not None:
-        settings.agent_command = command
+        on_ready=start_demo if demo else None, agents=agents, default_agent=default,
+        agent_env=passed_env, sandbox=sandbox.value, agent_allow=allowed,
+        agent_allow_write=allowed_write)
     try:
         asyncio.run(run_embedded(settings))
-    except DataDirBusy as exc:
+    except (DataDirBusy, AgentSandboxUnavailable) as exc:
         raise CliError(str(exc)) from exc
     except OSError as exc:
         raise CliError(f"cannot start in {directory}: {exc}") from exc

@@ -40,10 +40,12 @@ class Kind(StrEnum):
     AGENT_RUN = "AgentRun"
     CONFIG_MAP = "ConfigMap"
     EVENT = "Event"
+    # An agent's model key (an instance's authRefs name it), kept in the embedded store.
+    SECRET = "Secret"
 
     @property
     def api_version(self) -> str:
-        return "v1" if self in (Kind.CONFIG_MAP, Kind.EVENT) else API_VERSION
+        return "v1" if self in (Kind.CONFIG_MAP, Kind.EVENT, Kind.SECRET) else API_VERSION
 
 
 # Phases in which a run still occupies its schedule (Forbid waits for them).

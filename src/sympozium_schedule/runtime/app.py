@@ -29,9 +29,15 @@ from sympozium_schedule.ports.store import Obj
 from sympozium_schedule.runtime.bridge import Bridge, BridgeSettings
 from sympozium_schedule.runtime.controller import Controller, ControllerSettings
 from sympozium_schedule.runtime.metrics import Metrics
-from sympozium_schedule.runtime.paths import runs_dir, store_path
+from sympozium_schedule.runtime.paths import store_path
 from sympozium_schedule.runtime.router import Router, RouterSettings
-from sympozium_schedule.runtime.runner import DEMO_AGENT, BridgeFactory, LocalRunner, RunnerSettings
+from sympozium_schedule.runtime.runner import (
+    BUILTIN_AGENTS,
+    BridgeFactory,
+    LocalRunner,
+    RunnerSettings,
+)
+from sympozium_schedule.runtime.sandbox import Sandbox, SandboxError, landlock_abi
 
 log = structlog.get_logger("app")
 
@@ -51,6 +57,10 @@ def freeze_heap() -> None:
 
 class DataDirBusy(Exception):
     pass
+
+
+class AgentSandboxUnavailable(Exception):
+    """--sandbox required on a kernel without Landlock (or a policy that cannot be built)."""
 
 
 @contextlib.contextmanager
@@ -82,7 +92,16 @@ def exclusive(data_dir: Path) -> Iterator[IO[str]]:
 class EmbeddedSettings:
     data_dir: Path
     runner: bool = True
-    agent_command: tuple[str, ...] = DEMO_AGENT
+    # Agents by name (the built-ins demo and llm, and --agent NAME=COMMAND); an
+    # instance picks one with the sympozium.ai/agent annotation, else the default.
+    agents: dict[str, tuple[str, ...]] = field(default_factory=lambda: dict(BUILTIN_AGENTS))
+    default_agent: str = "demo"
+    agent_env: dict[str, str] = field(default_factory=dict)
+    # required: refuse to start without Landlock; best-effort: warn and run agents
+    # unsandboxed where it is missing; off: never sandbox (warned).
+    sandbox: str = "required"
+    agent_allow: tuple[Path, ...] = ()
+    agent_allow_write: tuple[Path, ...] = ()
     max_parallel: int = 4
     run_timeout: timedelta = timedelta(minutes=10)
     metrics_port: int | None = None
@@ -95,10 +114,35 @@ class EmbeddedSettings:
     on_ready: Callable[[SQLiteStore], Awaitable[None]] | None = None
 
 
+def agent_sandbox(settings: EmbeddedSettings) -> Sandbox | None:
+    """The agents' sandbox as the flags ask, said once in the log; an
+    :class:`AgentSandboxUnavailable` when it is required and cannot be had."""
+    if settings.sandbox == "off":
+        log.warning("agents run unsandboxed (--sandbox off): each can read and write whatever "
+                    "this process can, the store included")
+        return None
+    abi = landlock_abi()
+    if abi == 0:
+        if settings.sandbox == "required":
+            raise AgentSandboxUnavailable(
+                "this kernel has no Landlock, so agents cannot be sandboxed; pass --sandbox "
+                "best-effort to run them unsandboxed (docs/agents.md says what that means)")
+        log.warning("this kernel has no Landlock: agents run unsandboxed (--sandbox best-effort)")
+        return None
+    try:
+        sandbox = Sandbox(settings.data_dir, allow_read=settings.agent_allow,
+                          allow_write=settings.agent_allow_write)
+    except SandboxError as exc:
+        raise AgentSandboxUnavailable(str(exc)) from exc
+    log.info("agents are sandboxed", landlock_abi=abi)
+    return sandbox
+
+
 async def run_embedded(settings: EmbeddedSettings) -> None:
     """Run until SIGINT/SIGTERM, then stop cleanly (agents killed, store closed)."""
     tune_gc()
     with exclusive(settings.data_dir):
+        sandbox = agent_sandbox(settings) if settings.runner else None
         nats_server: EmbeddedNats | None = None
         nats_url = settings.nats_url
         if nats_url is None and (settings.router or settings.runner):
@@ -120,12 +164,14 @@ async def run_embedded(settings: EmbeddedSettings) -> None:
                     tasks.append(group.create_task(router.run(), name="router"))
                 if settings.runner and nats_url is not None:
                     runner = LocalRunner(store, RunnerSettings(
-                        work_dir=runs_dir(settings.data_dir),
-                        agent_command=settings.agent_command,
+                        data_dir=settings.data_dir,
+                        agents=settings.agents,
+                        default_agent=settings.default_agent,
                         max_parallel=settings.max_parallel,
                         default_timeout=settings.run_timeout,
-                        extra_env={"EVENT_BUS_URL": nats_url},
-                    ), bridge=bridge_for(nats_url, settings.limits))
+                        env=settings.agent_env,
+                        sandbox=sandbox,
+                    ), bridge=bridge_for(nats_url, settings.limits), metrics=metrics)
                     tasks.append(group.create_task(runner.run(), name="runner"))
                 for extra in settings.extras:
                     tasks.append(group.create_task(extra(store, metrics)))

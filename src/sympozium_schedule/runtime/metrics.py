@@ -55,6 +55,9 @@ class Metrics:
         self.router_requests = Counter("sympozium_schedule_router_requests",
                                        "Self-scheduling requests, by action and outcome",
                                        ["action", "outcome"], registry=r)
+        self.agent_runs = Counter("sympozium_agent_runs",
+                                  "AgentRuns the local runner finished, by phase (Succeeded, Failed)",
+                                  ["phase"], registry=r)
         self.router_latency = Histogram("sympozium_schedule_router_seconds",
                                         "Time from request receipt to result published",
                                         buckets=_LAG_BUCKETS, registry=r)

@@ -36,3 +36,18 @@ def run_dir(data_dir: Path, namespace: str, name: str) -> Path:
 def run_log(data_dir: Path, namespace: str, name: str) -> Path:
     """What the agent printed (stdout and stderr) for one AgentRun."""
     return run_dir(data_dir, namespace, name) / "agent.log"
+
+
+def run_ipc(data_dir: Path, namespace: str, name: str) -> Path:
+    """The run's IPC folder in Sympozium's layout (input/, output/, schedules/)."""
+    return run_dir(data_dir, namespace, name) / "ipc"
+
+
+def run_work(data_dir: Path, namespace: str, name: str) -> Path:
+    """The agent's working folder and HOME."""
+    return run_dir(data_dir, namespace, name) / "work"
+
+
+def run_tmp(data_dir: Path, namespace: str, name: str) -> Path:
+    """The agent's TMPDIR."""
+    return run_dir(data_dir, namespace, name) / "tmp"
