@@ -15,7 +15,6 @@ import sys
 import threading
 import urllib.error
 import urllib.request
-from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -106,11 +105,11 @@ class Bridge:
 
 
 @pytest.fixture
-def ipc(tmp_path: Path) -> Iterator[Path]:
+def ipc(tmp_path: Path) -> Path:
     folder = tmp_path / "ipc"
     for sub in ("input", "output", "schedules"):
         (folder / sub).mkdir(parents=True)
-    yield folder
+    return folder
 
 
 def run_agent(ipc: Path, task: str, env: dict[str, str]) -> tuple[int, dict[str, Any], str]:
