@@ -7,12 +7,16 @@ touch the user's real store.
 
 from __future__ import annotations
 
+import asyncio
 import functools
 import json
 import os
+import shlex
+import signal
 import subprocess
 import sys
 import textwrap
+from collections.abc import Iterator
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
@@ -22,6 +26,8 @@ import pytest
 import yaml
 
 from sympozium_schedule import manifests
+from sympozium_schedule.adapters.sqlite import SQLiteStore
+from sympozium_schedule.core.model import Kind
 from tests import support
 
 PROGRAM = (sys.executable, "-m", "sympozium_schedule.cli.main")
@@ -91,6 +97,98 @@ class Cli:
     def runs(self) -> list[dict[str, Any]]:
         items: list[dict[str, Any]] = self.ok("get", "runs", "-o", "json").json()["items"]
         return items
+
+
+AGENT = f"{shlex.quote(sys.executable)} -m sympozium_schedule.agents.demo"
+RUN_FLAGS = ("--agent-command", AGENT, "--agent-env", "DEMO_AGENT_SECONDS=0.1", "--max-parallel", "8",
+             "--log-format", "json")
+
+
+def _is_our_nats_server(pid: int, data_dir: Path) -> bool:
+    try:
+        cmdline = Path(f"/proc/{pid}/cmdline").read_bytes()
+    except OSError:
+        return False
+    return b"nats-server" in cmdline and str(data_dir).encode() in cmdline
+
+
+class Scheduler:
+    """The `run` processes of one test, on one data directory.
+
+    At the end, whatever is still running is stopped, each by its id: the `run`
+    processes (SIGTERM, then SIGKILL), and the nats-server a SIGKILLed `run`
+    leaves behind (noted by the pid in its ports file, checked against /proc).
+    """
+
+    def __init__(self, cli: Cli, log: Path):
+        self.cli = cli
+        self.log = log
+        self.processes: list[subprocess.Popen[str]] = []
+        self.nats_pids: set[int] = set()
+
+    def start(self, *extra: str, flags: tuple[str, ...] = RUN_FLAGS,
+              env: dict[str, str] | None = None) -> subprocess.Popen[str]:
+        with self.log.open("a") as out:
+            process = subprocess.Popen(
+                self.cli.command("run", *flags, *extra),
+                stdout=out, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL, text=True,
+                env=self.cli.env | {"SYMPOZIUM_SCHEDULE_PROG": "sympozium-schedule"} | (env or {}))
+        self.processes.append(process)
+        return process
+
+    def note_nats_servers(self) -> None:
+        for ports in (self.cli.data_dir / "nats-ports").glob("*_*.ports"):
+            pid = int(ports.stem.rsplit("_", 1)[1])
+            if _is_our_nats_server(pid, self.cli.data_dir):
+                self.nats_pids.add(pid)
+
+    def live_nats_servers(self) -> list[int]:
+        self.note_nats_servers()
+        return [pid for pid in self.nats_pids if _is_our_nats_server(pid, self.cli.data_dir)]
+
+    def stop(self, process: subprocess.Popen[str]) -> int:
+        process.send_signal(signal.SIGTERM)
+        try:
+            return process.wait(timeout=15)
+        except subprocess.TimeoutExpired:
+            pytest.fail(f"run did not stop within 15s of SIGTERM; log:\n{self.tail()}")
+
+    def tail(self) -> str:
+        return self.log.read_text()[-3000:]
+
+    def cleanup(self) -> None:
+        self.note_nats_servers()
+        for process in self.processes:
+            if process.poll() is None:
+                process.terminate()
+                try:
+                    process.wait(timeout=15)
+                except subprocess.TimeoutExpired:
+                    process.kill()
+                    process.wait(timeout=15)
+        for pid in self.nats_pids:
+            if _is_our_nats_server(pid, self.cli.data_dir):
+                os.kill(pid, signal.SIGTERM)
+
+
+@pytest.fixture
+def scheduler(cli: Cli, tmp_path: Path) -> Iterator[Scheduler]:
+    started = Scheduler(cli, tmp_path / "run.log")
+    yield started
+    started.cleanup()
+
+
+def stored_runs(data_dir: Path) -> list[dict[str, Any]]:
+    """The runs, read straight from the store: polling through the CLI would cost a
+    Python start-up per poll on a machine the scheduler needs."""
+    async def read() -> list[dict[str, Any]]:
+        store = SQLiteStore(data_dir / "store.db")
+        try:
+            return (await store.list(Kind.AGENT_RUN)).items
+        finally:
+            await store.close()
+
+    return asyncio.run(read())
 
 
 def base_env(tmp_path: Path) -> dict[str, str]:

@@ -160,7 +160,7 @@ def test_every_alias_of_a_kind_names_that_kind(world: dict[str, Result], kind: s
 
 def test_runs_and_events_tables(world: dict[str, Result]) -> None:
     runs, events = (columns(t) for t in world["runs-and-events"].out.split("\n\n"))
-    assert runs[0] == ["NAME", "INSTANCE", "SCHEDULE", "PHASE", "AGE"]
+    assert runs[0] == ["NAME", "INSTANCE", "SCHEDULE", "PHASE", "DURATION", "RESULT", "AGE"]
     # Several kinds at once: each row names its kind, as kubectl does.
     assert [row[:4] for row in runs[1:]] == [
         [f"agentrun.sympozium.ai/{world['hb-run'].out.strip()}", "alice", "hb", "<none>"],
@@ -201,8 +201,8 @@ def test_describe_shows_spec_status_runs_and_next_fire_times(world: dict[str, Re
                      "Time Zone:          America/New_York", "Concurrency Policy: Allow",
                      "Total Runs:        1", f"Active Runs:       {run}", "Events:  <none>"):
         assert expected in text, text
-    assert re.search(rf"Recent Runs:\n  NAME +PHASE +SCHEDULED +AGE\n  {run} +<none> +\S+Z \(manual\)",
-                     text), text
+    assert re.search(rf"Recent Runs:\n  NAME +PHASE +SCHEDULED +DURATION +RESULT +AGE\n  {run} +<none> "
+                     r"+\S+Z \(manual\) +<none> +<none> ", text), text
     fire_times = text.split("Next Fire Times (America/New_York):\n")[1].splitlines()
     parsed = [datetime.fromisoformat(line.strip()) for line in fire_times]
     assert len(parsed) == 5

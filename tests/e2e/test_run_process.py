@@ -9,33 +9,28 @@ deliberate sleep is the downtime after SIGKILL, which is what that test is about
 
 from __future__ import annotations
 
-import asyncio
 import itertools
-import os
 import re
-import shlex
-import signal
-import subprocess
-import sys
 import time
 from collections import Counter
-from collections.abc import Iterator
 from datetime import UTC, datetime, timedelta
-from pathlib import Path
 from typing import Any
 
 import pytest
 
-from sympozium_schedule.adapters.sqlite import SQLiteStore
-from sympozium_schedule.core.model import Kind, parse_time
-from tests.e2e.conftest import Cli, instance_yaml, schedule_yaml, wait_for
+from sympozium_schedule.core.model import parse_time
+from tests.e2e.conftest import (
+    RUN_FLAGS,
+    Cli,
+    Scheduler,
+    instance_yaml,
+    schedule_yaml,
+    stored_runs,
+    wait_for,
+)
 
 pytestmark = pytest.mark.e2e
 
-AGENT = f"{shlex.quote(sys.executable)} -m sympozium_schedule.agents.demo"
-# Nothing here needs self-scheduling; see the module docstring for why the router is off.
-RUN_FLAGS = ("--agent-command", AGENT, "--agent-env", "DEMO_AGENT_SECONDS=0.1", "--max-parallel", "8",
-             "--log-format", "json")
 SECOND = timedelta(seconds=1)
 # Generous for a busy 2-core machine: the controller arms a timer for each tick,
 # so on an idle machine runs land within milliseconds.
@@ -43,92 +38,6 @@ MAX_LAG = timedelta(seconds=3)
 # Keep every run: the history limits would otherwise delete the evidence.
 KEEP_ALL = {"concurrencyPolicy": "Allow", "successfulRunsHistoryLimit": 1000,
             "failedRunsHistoryLimit": 1000}
-
-
-def _is_our_nats_server(pid: int, data_dir: Path) -> bool:
-    try:
-        cmdline = Path(f"/proc/{pid}/cmdline").read_bytes()
-    except OSError:
-        return False
-    return b"nats-server" in cmdline and str(data_dir).encode() in cmdline
-
-
-class Scheduler:
-    """The `run` processes of one test, on one data directory.
-
-    At the end, whatever is still running is stopped, each by its id: the `run`
-    processes (SIGTERM, then SIGKILL), and the nats-server a SIGKILLed `run`
-    leaves behind (noted by the pid in its ports file, checked against /proc).
-    """
-
-    def __init__(self, cli: Cli, log: Path):
-        self.cli = cli
-        self.log = log
-        self.processes: list[subprocess.Popen[str]] = []
-        self.nats_pids: set[int] = set()
-
-    def start(self, *extra: str) -> subprocess.Popen[str]:
-        with self.log.open("a") as out:
-            process = subprocess.Popen(
-                self.cli.command("run", *RUN_FLAGS, *extra),
-                stdout=out, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL, text=True,
-                env=self.cli.env | {"SYMPOZIUM_SCHEDULE_PROG": "sympozium-schedule"})
-        self.processes.append(process)
-        return process
-
-    def note_nats_servers(self) -> None:
-        for ports in (self.cli.data_dir / "nats-ports").glob("*_*.ports"):
-            pid = int(ports.stem.rsplit("_", 1)[1])
-            if _is_our_nats_server(pid, self.cli.data_dir):
-                self.nats_pids.add(pid)
-
-    def live_nats_servers(self) -> list[int]:
-        self.note_nats_servers()
-        return [pid for pid in self.nats_pids if _is_our_nats_server(pid, self.cli.data_dir)]
-
-    def stop(self, process: subprocess.Popen[str]) -> int:
-        process.send_signal(signal.SIGTERM)
-        try:
-            return process.wait(timeout=15)
-        except subprocess.TimeoutExpired:
-            pytest.fail(f"run did not stop within 15s of SIGTERM; log:\n{self.tail()}")
-
-    def tail(self) -> str:
-        return self.log.read_text()[-3000:]
-
-    def cleanup(self) -> None:
-        self.note_nats_servers()
-        for process in self.processes:
-            if process.poll() is None:
-                process.terminate()
-                try:
-                    process.wait(timeout=15)
-                except subprocess.TimeoutExpired:
-                    process.kill()
-                    process.wait(timeout=15)
-        for pid in self.nats_pids:
-            if _is_our_nats_server(pid, self.cli.data_dir):
-                os.kill(pid, signal.SIGTERM)
-
-
-@pytest.fixture
-def scheduler(cli: Cli, tmp_path: Path) -> Iterator[Scheduler]:
-    started = Scheduler(cli, tmp_path / "run.log")
-    yield started
-    started.cleanup()
-
-
-def stored_runs(data_dir: Path) -> list[dict[str, Any]]:
-    """The runs, read straight from the store: polling through the CLI would cost a
-    Python start-up per poll on a machine the scheduler needs."""
-    async def read() -> list[dict[str, Any]]:
-        store = SQLiteStore(data_dir / "store.db")
-        try:
-            return (await store.list(Kind.AGENT_RUN)).items
-        finally:
-            await store.close()
-
-    return asyncio.run(read())
 
 
 def schedule_of(run: dict[str, Any]) -> str:
@@ -182,6 +91,7 @@ def test_run_fires_on_time_refuses_a_second_run_and_stops_on_sigterm(
     # SIGTERM with runs in flight: agents are stopped, the store closed, exit 0.
     assert scheduler.stop(process) == 0, scheduler.tail()
     assert not scheduler.live_nats_servers(), "run left its NATS server behind"
+    assert "its AgentRun was deleted" not in scheduler.log.read_text()
     # --demo created its objects once the scheduler was ready, and printed what to try
     # next (on stdout; the JSON lines around it are the logs, on stderr).
     banner = [line for line in scheduler.log.read_text().splitlines() if not line.startswith("{")]
@@ -198,9 +108,13 @@ def test_run_fires_on_time_refuses_a_second_run_and_stops_on_sigterm(
     runs = cli.runs()
     for name, interval in (("every1", SECOND), ("every2", 2 * SECOND)):
         mine = sorted((r for r in runs if schedule_of(r) == name), key=tick_of)
-        finished = [r for r in mine if phase(r) in ("Succeeded", "Failed")]
+        # SIGTERM interrupts what is in flight: such a run says so (and is not "deleted").
+        interrupted = [r for r in mine if r.get("status", {}).get("error") ==
+                       "interrupted: the scheduler stopped while this run was in progress"]
+        finished = [r for r in mine if phase(r) in ("Succeeded", "Failed") and r not in interrupted]
         assert finished
         assert all(phase(r) == "Succeeded" for r in finished), finished
+        assert all(phase(r) == "Failed" for r in interrupted), interrupted
         assert all("demo agent" in r["status"]["result"] for r in finished)
         ticks = [tick_of(r) for r in mine]
         assert len(set(ticks)) == len(ticks)

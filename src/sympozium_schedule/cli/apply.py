@@ -17,7 +17,7 @@ from sympozium_schedule.core.model import Kind
 from sympozium_schedule.ports.store import AlreadyExists, NotFound, Obj, Ref, Store
 
 Outcome = Literal["created", "configured", "unchanged"]
-_ORDER = (Kind.CONFIG_MAP, Kind.INSTANCE, Kind.SCHEDULE, Kind.AGENT_RUN)
+_ORDER = (Kind.SECRET, Kind.CONFIG_MAP, Kind.INSTANCE, Kind.SCHEDULE, Kind.AGENT_RUN)
 
 
 def in_dependency_order(documents: Sequence[Document]) -> list[Document]:

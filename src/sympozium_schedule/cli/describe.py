@@ -12,7 +12,16 @@ from collections.abc import Sequence
 from datetime import datetime
 from typing import Any
 
-from sympozium_schedule.cli.render import NONE, age, event_time, relative, stamp, table
+from sympozium_schedule.cli.render import (
+    NONE,
+    age,
+    event_time,
+    relative,
+    run_duration,
+    run_outcome,
+    stamp,
+    table,
+)
 from sympozium_schedule.core.cron import compile_schedule, load_zone, upcoming
 from sympozium_schedule.core.errors import SpecError
 from sympozium_schedule.core.model import (
@@ -102,10 +111,19 @@ def _runs(runs: Sequence[Obj], now: datetime) -> list[str]:
         if annotations.get(ANNOTATION_TRIGGER) == "manual":
             scheduled += " (manual)"
         rows.append([str(meta.get("name", "")), str(_mapping(run.get("status")).get("phase") or NONE),
-                     scheduled, age(meta.get("creationTimestamp"), now)])
+                     scheduled, run_duration(run, now), run_outcome(run, 80),
+                     age(meta.get("creationTimestamp"), now)])
     title = f"Recent Runs (newest {len(recent)} of {len(runs)}):" if len(runs) > len(recent) \
         else "Recent Runs:"
-    return [title, *_indented(table(("NAME", "PHASE", "SCHEDULED", "AGE"), rows))]
+    lines = [title, *_indented(table(("NAME", "PHASE", "SCHEDULED", "DURATION", "RESULT", "AGE"),
+                                     rows))]
+    failed = [r for r in recent if _mapping(r.get("status")).get("phase") == "Failed"]
+    if failed:
+        run = failed[0]
+        error = str(_mapping(run.get("status")).get("error") or NONE).strip()
+        lines.append(f"Last Failure:  {_mapping(run.get('metadata')).get('name')}: "
+                     f"{' '.join(error.split())[:500]}")
+    return lines
 
 
 def _events(events: Sequence[Obj], now: datetime) -> list[str]:
@@ -136,10 +154,13 @@ def _next_times(view: ScheduleView, now: datetime) -> list[str]:
     return [f"{title}:", *("  " + t.astimezone(zone).isoformat() for t in times)]
 
 
-def is_event_for(event: Obj, schedule: Obj) -> bool:
-    """Events about this schedule, and this incarnation of it when the uid is known."""
+def is_event_for(event: Obj, schedule: Obj, runs: Sequence[str] = ()) -> bool:
+    """Events about this schedule (this incarnation of it when the uid is known), and
+    about its runs (a failed run is a Warning Event on the AgentRun)."""
     involved = _mapping(event.get("involvedObject"))
     meta = _mapping(schedule.get("metadata"))
+    if involved.get("kind") == "AgentRun" and involved.get("name") in runs:
+        return True
     if involved.get("kind") != schedule.get("kind") or involved.get("name") != meta.get("name"):
         return False
     uid, event_uid = meta.get("uid"), involved.get("uid")
@@ -157,12 +178,13 @@ def describe_schedule(obj: Obj, runs: Sequence[Obj], events: Sequence[Obj], now:
         ("Created", stamp(meta.get("creationTimestamp"), now)),
     ]
     spec_pairs, task = _spec_pairs(view, _mapping(obj.get("spec")))
+    run_names = [str(_mapping(r.get("metadata")).get("name")) for r in runs]
     sections = [
         _fields(head + spec_pairs) + task,
         _status_lines(_mapping(obj.get("status")), now),
         _conditions(_mapping(obj.get("status")), now),
         _runs(runs, now),
-        _events([e for e in events if is_event_for(e, obj)], now),
+        _events([e for e in events if is_event_for(e, obj, run_names)], now),
         _next_times(view, now),
     ]
     return "\n".join("\n".join(lines) for lines in sections) + "\n"

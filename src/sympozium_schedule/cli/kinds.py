@@ -39,6 +39,7 @@ KINDS: tuple[KindInfo, ...] = (
     KindInfo(Kind.AGENT_RUN, "agentruns", "agentrun", ("runs", "run", "ar"), GROUP),
     KindInfo(Kind.CONFIG_MAP, "configmaps", "configmap", ("cm",), ""),
     KindInfo(Kind.EVENT, "events", "event", ("ev",), ""),
+    KindInfo(Kind.SECRET, "secrets", "secret", (), ""),
 )
 
 _BY_KIND = {info.kind: info for info in KINDS}

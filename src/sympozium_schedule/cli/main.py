@@ -10,8 +10,10 @@ are imported by the commands that need them, so ``get`` starts quickly.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
 import sys
+from collections.abc import Callable
 from datetime import UTC, datetime, timedelta
 from enum import StrEnum
 from pathlib import Path
@@ -25,11 +27,11 @@ from sympozium_schedule.cli.describe import describe_schedule
 from sympozium_schedule.cli.errors import PROG, CliError, OneLineErrors, bad_value, report, warn
 from sympozium_schedule.cli.render import OutputFormat
 from sympozium_schedule.cli.services import LogFormat
-from sympozium_schedule.cli.validate import check, missing_instances, read_sources
+from sympozium_schedule.cli.validate import Document, check, missing_instances, read_sources
 from sympozium_schedule.core.cron import compile_schedule, load_zone, parse_duration, upcoming
 from sympozium_schedule.core.errors import SpecError
 from sympozium_schedule.core.model import LABEL_SCHEDULE, Kind, is_dns1123_label
-from sympozium_schedule.ports.store import Labels, NotFound, Obj, Ref, Store, StoreError
+from sympozium_schedule.ports.store import EventType, Labels, NotFound, Obj, Ref, Store, StoreError
 
 if TYPE_CHECKING:
     from sympozium_schedule.adapters.sqlite import SQLiteStore
@@ -300,12 +302,15 @@ def apply(
         help="Manifests to apply (repeatable): a YAML/JSON file with one or more documents, a "
              "directory of them, or - for stdin.")],
     namespace: Namespace = None,
+    dry_run: Annotated[bool, typer.Option(
+        "--dry-run", help="Write nothing: say what would be created or configured, with a diff "
+                          "of each change (Secret values hidden).")] = False,
     data_dir: DataDir = None,
 ) -> None:
     """Create or update objects from manifests; nothing is applied if any document is invalid.
 
-    SympoziumSchedules and ConfigMaps are checked strictly; SympoziumInstances and AgentRuns
-    are checked against Sympozium's CRDs, and what does not match is a warning.
+    SympoziumSchedules, ConfigMaps and Secrets are checked strictly; SympoziumInstances and
+    AgentRuns are checked against Sympozium's CRDs, and what does not match is a warning.
     """
     default_ns = _namespace(namespace)
     sources, errors = read_sources(filenames, sys.stdin)
@@ -320,13 +325,38 @@ def apply(
     if not checked.documents:
         raise CliError("no objects passed to apply")
 
+    if dry_run:
+        _apply_dry_run(checked.documents, data_dir)
+        return
+
     async def work() -> None:
-        async with session.opened(session.data_dir_or_default(data_dir)) as store:
+        async with session.opened(session.data_dir_or_default(data_dir), create=True) as store:
             for line in missing_instances(checked.documents, await stored_instances(store)):
                 warn(line)
             await apply_all(store, checked.documents, lambda line: _out(line + "\n"))
 
     session.run(work())
+
+
+def _apply_dry_run(documents: list[Document], data_dir: Path | None) -> None:
+    from sympozium_schedule.cli.apply import in_dependency_order
+    from sympozium_schedule.cli.runs import dry_run
+
+    ordered = in_dependency_order(documents)
+    directory = session.data_dir_or_default(data_dir)
+
+    async def work() -> list[tuple[Obj, str, str]]:
+        if not session.store_file(directory).exists():
+            return [(d.obj, "created", "") for d in ordered]
+        async with session.opened(directory) as store:
+            for line in missing_instances(ordered, await stored_instances(store)):
+                warn(line)
+            return await dry_run(store, [d.obj for d in ordered])
+
+    for doc, (_, outcome, diff) in zip(ordered, session.run(work()), strict=True):
+        _out(f"{kinds.info(doc.kind).qualified}/{doc.name} {outcome} (dry run)\n")
+        if diff:
+            _out("".join("    " + line for line in diff.splitlines(keepends=True)))
 
 
 # --- get ------------------------------------------------------------------------------------
@@ -376,6 +406,9 @@ def get(
         "-l", "--selector", metavar="KEY=VALUE",
         help="Only objects with these labels (key=value or key; repeatable, or comma-separated).")]
         = None,
+    watch: Annotated[bool, typer.Option(
+        "-w", "--watch", help="After the table, print each change as it happens (Ctrl-C ends).")]
+        = False,
     data_dir: DataDir = None,
 ) -> None:
     """List objects, or show one."""
@@ -389,6 +422,12 @@ def get(
     if name is not None and labels:
         raise CliError("NAME and --selector cannot be used together")
     scope = None if all_namespaces else ns
+
+    if watch:
+        if output is not OutputFormat.TABLE or len(infos) > 1:
+            raise CliError("--watch prints a table of one kind (drop -o, list one KIND)")
+        _watch(infos[0], name, scope, labels or None, all_namespaces, data_dir)
+        return
 
     async def work() -> list[tuple[kinds.KindInfo, list[Obj]]]:
         async with session.opened(session.data_dir_or_default(data_dir)) as store:
@@ -409,29 +448,89 @@ def get(
     _out("\n".join(tables))
 
 
+def _watch(info: kinds.KindInfo, name: str | None, namespace: str | None, labels: Labels | None,
+           all_namespaces: bool, data_dir: Path | None) -> None:
+    """The table, then a row per change, as ``kubectl get -w``."""
+    from sympozium_schedule.cli.runs import watch
+
+    def rows(objs: list[Obj], *, header: bool) -> str:
+        text = render.kind_table(info, objs, _now(), namespaces=all_namespaces, prefix=False)
+        return text if header else "".join(text.splitlines(keepends=True)[1:])
+
+    def emit(change: EventType, obj: Obj) -> None:
+        if name is None or (obj.get("metadata") or {}).get("name") == name:
+            _out(rows([obj], header=False))
+
+    async def work() -> None:
+        async with session.opened(session.data_dir_or_default(data_dir)) as store:
+            listing = await store.list(info.kind, namespace=namespace, labels=labels)
+            items = [o for o in listing.items
+                     if name is None or (o.get("metadata") or {}).get("name") == name]
+            _out(rows(items, header=True))
+            await watch(store, info.kind, namespace=namespace, labels=labels,
+                        version=listing.resource_version, emit=emit)
+
+    with contextlib.suppress(KeyboardInterrupt):
+        session.run(work())
+
+
+def _targets(names: list[str] | None, selector: list[str] | None, what: str) -> Labels | None:
+    """NAME... or -l: exactly one of them."""
+    labels = _selector(selector or [])
+    if names and labels:
+        raise CliError("NAME and --selector cannot be used together", exit_code=2)
+    if not names and not labels:
+        raise CliError(f"name the {what} (NAME...) or select them (-l KEY=VALUE)", exit_code=2)
+    return labels or None
+
+
+Selector = Annotated[list[str] | None, typer.Option(
+    "-l", "--selector", metavar="KEY=VALUE", show_default=False,
+    help="Every object with these labels instead of names (key=value or key).")]
+
+
 # --- delete ---------------------------------------------------------------------------------
 
 
 @app.command()
 def delete(
     kind: Annotated[str, typer.Argument(metavar="KIND", help="What to delete (get --help lists the names).")],
-    name: Annotated[str, typer.Argument(metavar="NAME", help="Its name.")],
+    names: Annotated[list[str] | None, typer.Argument(
+        metavar="NAME...", show_default=False, help="Their names.")] = None,
+    selector: Selector = None,
     namespace: Namespace = None,
     data_dir: DataDir = None,
 ) -> None:
-    """Delete an object (a schedule's runs go with it)."""
+    """Delete objects by name or label selector (a schedule's runs go with it)."""
     info = kinds.resolve(kind)
     ns = _namespace(namespace)
+    labels = _targets(names, selector, f"{info.plural} to delete")
 
-    async def work() -> None:
+    async def work() -> tuple[list[str], list[str]]:
+        deleted: list[str] = []
+        missing: list[str] = []
         async with session.opened(session.data_dir_or_default(data_dir)) as store:
-            try:
-                await store.delete(Ref(info.kind, ns, name))
-            except NotFound as exc:
-                raise _not_found(info, name, ns) from exc
+            targets = list(names or [])
+            if labels is not None:
+                listing = await store.list(info.kind, namespace=ns, labels=labels)
+                targets = [str(o["metadata"]["name"]) for o in listing.items]
+            for target in dict.fromkeys(targets):
+                try:
+                    await store.delete(Ref(info.kind, ns, target))
+                    deleted.append(target)
+                except NotFound:
+                    missing.append(_not_found(info, target, ns).message)
+        return deleted, missing
 
-    session.run(work())
-    _out(f'{info.qualified} "{name}" deleted\n')
+    deleted, missing = session.run(work())
+    for target in deleted:
+        _out(f'{info.qualified} "{target}" deleted\n')
+    for line in missing:
+        report(line)
+    if not deleted and not missing:
+        sys.stderr.write(f"No resources found in {ns} namespace.\n")
+    if missing:
+        raise typer.Exit(1)
 
 
 # --- describe -------------------------------------------------------------------------------
@@ -506,33 +605,131 @@ def next_(
         _out("".join(t + "\n" for t in times))
 
 
-# --- trigger --------------------------------------------------------------------------------
+# --- trigger, suspend, resume ---------------------------------------------------------------
 
 
 @app.command()
 def trigger(
-    name: Annotated[str, typer.Argument(metavar="NAME", help="The schedule's name.")],
+    names: Annotated[list[str] | None, typer.Argument(
+        metavar="NAME...", show_default=False, help="The schedules' names.")] = None,
+    selector: Selector = None,
     namespace: Namespace = None,
     data_dir: DataDir = None,
 ) -> None:
-    """Start a run of a schedule now; its concurrency policy still applies. Prints the run's name."""
+    """Start a run of each schedule now; its concurrency policy still applies. Prints the
+    runs' names."""
+    from sympozium_schedule.cli.runs import schedules
     from sympozium_schedule.core.decide import TriggerRefused
     from sympozium_schedule.runtime.controller import trigger_now
 
     ns = _namespace(namespace)
+    labels = _targets(names, selector, "schedules to trigger")
 
-    async def work() -> str:
+    async def work() -> tuple[list[str], list[str]]:
+        started: list[str] = []
         async with session.opened(session.data_dir_or_default(data_dir)) as store:
-            try:
-                decision = await trigger_now(store, ns, name)
-            except NotFound as exc:
-                raise _not_found(kinds.info(Kind.SCHEDULE), name, ns) from exc
-            except TriggerRefused as exc:
-                raise CliError(f"cannot trigger {ns}/{name}: {exc}") from exc
-            assert decision.create is not None
-            return str(decision.create["metadata"]["name"])
+            found, errors = await schedules(store, ns, names or [], labels)
+            for obj in found:
+                name = str(obj["metadata"]["name"])
+                try:
+                    decision = await trigger_now(store, ns, name)
+                except NotFound:
+                    errors.append(_not_found(kinds.info(Kind.SCHEDULE), name, ns).message)
+                    continue
+                except TriggerRefused as exc:
+                    errors.append(f"cannot trigger {ns}/{name}: {exc}")
+                    continue
+                assert decision.create is not None
+                started.append(str(decision.create["metadata"]["name"]))
+        return started, errors
 
-    _out(session.run(work()) + "\n")
+    started, errors = session.run(work())
+    _finish(started, errors, lambda run: run)
+
+
+def _finish(done: list[str], errors: list[str], line: Callable[[str], str]) -> None:
+    for item in done:
+        _out(line(item) + "\n")
+    for error in errors:
+        report(error)
+    if not done and not errors:
+        sys.stderr.write("No resources found.\n")
+    if errors:
+        raise typer.Exit(1)
+
+
+def _suspend(names: list[str] | None, selector: list[str] | None, namespace: str | None,
+             data_dir: Path | None, *, suspend: bool) -> None:
+    from sympozium_schedule.cli.runs import SuspendChange, change_schedule, schedules
+
+    ns = _namespace(namespace)
+    verb = "suspend" if suspend else "resume"
+    labels = _targets(names, selector, f"schedules to {verb}")
+    change = SuspendChange(suspend=suspend)
+
+    async def work() -> tuple[list[str], list[str]]:
+        lines: list[str] = []
+        async with session.opened(session.data_dir_or_default(data_dir)) as store:
+            found, errors = await schedules(store, ns, names or [], labels)
+            for obj in found:
+                changed = await change_schedule(store, obj, change)
+                state = ("suspended" if suspend else "resumed") if changed else \
+                    ("already suspended" if suspend else "not suspended, left as it is")
+                lines.append(f"{kinds.info(Kind.SCHEDULE).qualified}/{obj['metadata']['name']} {state}")
+        return lines, errors
+
+    lines, errors = session.run(work())
+    _finish(lines, errors, lambda text: text)
+
+
+@app.command()
+def suspend(
+    names: Annotated[list[str] | None, typer.Argument(
+        metavar="NAME...", show_default=False, help="The schedules' names.")] = None,
+    selector: Selector = None,
+    namespace: Namespace = None,
+    data_dir: DataDir = None,
+) -> None:
+    """Stop schedules from firing (spec.suspend: true); runs in progress go on."""
+    _suspend(names, selector, namespace, data_dir, suspend=True)
+
+
+@app.command()
+def resume(
+    names: Annotated[list[str] | None, typer.Argument(
+        metavar="NAME...", show_default=False, help="The schedules' names.")] = None,
+    selector: Selector = None,
+    namespace: Namespace = None,
+    data_dir: DataDir = None,
+) -> None:
+    """Let suspended schedules fire again, from the next tick on (missed ticks are not
+    replayed)."""
+    _suspend(names, selector, namespace, data_dir, suspend=False)
+
+
+# --- logs -----------------------------------------------------------------------------------
+
+
+@app.command()
+def logs(
+    name: Annotated[str, typer.Argument(metavar="RUN", help="The AgentRun's name.")],
+    follow: Annotated[bool, typer.Option(
+        "-f", "--follow", help="Keep printing until the run has finished.")] = False,
+    namespace: Namespace = None,
+    data_dir: DataDir = None,
+) -> None:
+    """Print what a run's agent wrote (stdout and stderr, the first MiB of it)."""
+    from sympozium_schedule.cli.runs import show_log
+
+    ns = _namespace(namespace)
+    directory = session.data_dir_or_default(data_dir)
+
+    async def work() -> None:
+        async with session.opened(directory) as store:
+            await show_log(store, directory, ns, name, follow=follow, write=_out)
+
+    with contextlib.suppress(KeyboardInterrupt):
+        session.run(work())
 
 
 services.register(app)

@@ -136,12 +136,37 @@ def _schedule_row(obj: Obj, now: datetime) -> list[str]:
     ]
 
 
+def run_duration(obj: Obj, now: datetime) -> str:
+    """How long the agent ran (so far, while it runs)."""
+    status = _section(obj, "status")
+    started = parse_time(status.get("startedAt"))
+    if started is None:
+        return NONE
+    ended = parse_time(status.get("completedAt")) or now
+    return human_duration((ended - started).total_seconds())
+
+
+def run_outcome(obj: Obj, width: int = 60) -> str:
+    """The answer's first line, or ``error: ...``, on one line of at most ``width``."""
+    status = _section(obj, "status")
+    error, result = status.get("error"), status.get("result")
+    if isinstance(error, str) and error.strip():
+        text = "error: " + error.strip()
+    elif isinstance(result, str) and result.strip():
+        text = result.strip()
+    else:
+        return NONE
+    line = " ".join(text.splitlines()[0].split())
+    return line if len(line) <= width else line[:width - 3] + "..."
+
+
 def _run_row(obj: Obj, now: datetime) -> list[str]:
     labels = _meta(obj).get("labels") or {}
     return [
         str(_meta(obj).get("name", "")), _text(_section(obj, "spec").get("instanceRef")),
         _text(labels.get(LABEL_SCHEDULE) if isinstance(labels, dict) else None),
-        _text(_section(obj, "status").get("phase")), age(_meta(obj).get("creationTimestamp"), now),
+        _text(_section(obj, "status").get("phase")), run_duration(obj, now), run_outcome(obj),
+        age(_meta(obj).get("creationTimestamp"), now),
     ]
 
 
@@ -155,6 +180,24 @@ def _instance_row(obj: Obj, now: datetime) -> list[str]:
 def _configmap_row(obj: Obj, now: datetime) -> list[str]:
     count = len(_section(obj, "data")) + len(_section(obj, "binaryData"))
     return [str(_meta(obj).get("name", "")), str(count), age(_meta(obj).get("creationTimestamp"), now)]
+
+
+def _secret_row(obj: Obj, now: datetime) -> list[str]:
+    return [str(_meta(obj).get("name", "")), _text(obj.get("type")), str(len(_section(obj, "data"))),
+            age(_meta(obj).get("creationTimestamp"), now)]
+
+
+def hide_secret(obj: Obj) -> Obj:
+    """A Secret as ``get`` shows it: its keys, each value replaced by its size."""
+    if obj.get("kind") != Kind.SECRET.value:
+        return obj
+    out = dict(obj)
+    for section in ("data", "stringData"):
+        values = out.get(section)
+        if isinstance(values, dict):
+            out[section] = {k: f"<hidden: {len(v) if isinstance(v, str) else 0} characters>"
+                            for k, v in values.items()}
+    return out
 
 
 def event_time(obj: Obj) -> str:
@@ -173,10 +216,12 @@ Row = Callable[[Obj, datetime], list[str]]
 COLUMNS: dict[Kind, tuple[tuple[str, ...], Row]] = {
     Kind.SCHEDULE: (("NAME", "INSTANCE", "SCHEDULE", "TYPE", "PHASE", "LAST RUN", "NEXT RUN", "AGE"),
                     _schedule_row),
-    Kind.AGENT_RUN: (("NAME", "INSTANCE", "SCHEDULE", "PHASE", "AGE"), _run_row),
+    Kind.AGENT_RUN: (("NAME", "INSTANCE", "SCHEDULE", "PHASE", "DURATION", "RESULT", "AGE"),
+                     _run_row),
     Kind.INSTANCE: (("NAME", "MODEL", "AGE"), _instance_row),
     Kind.CONFIG_MAP: (("NAME", "DATA", "AGE"), _configmap_row),
     Kind.EVENT: (("LAST SEEN", "TYPE", "REASON", "OBJECT", "MESSAGE"), _event_row),
+    Kind.SECRET: (("NAME", "TYPE", "DATA", "AGE"), _secret_row),
 }
 
 
@@ -227,7 +272,7 @@ def _first(mapping: dict[str, Any], keys: Sequence[str], last: Sequence[str] = (
 def canonical(obj: Obj) -> Obj:
     """Keys in the order people expect to read them (apiVersion, kind, metadata with
     the name first, spec, status last), whatever order the store kept them in."""
-    out = _first(obj, _FIRST, ("status",))
+    out = _first(hide_secret(obj), _FIRST, ("status",))
     if isinstance(out.get("metadata"), dict):
         out["metadata"] = _first(out["metadata"], _FIRST_META)
     return out

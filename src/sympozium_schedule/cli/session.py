@@ -29,10 +29,24 @@ def data_dir_or_default(value: Path | None) -> Path:
     return value if value is not None else default_data_dir()
 
 
+def check_data_dir(data_dir: Path, *, create: bool) -> Path:
+    """The store file of ``data_dir``. Only ``apply`` (and ``run``) create a store: a
+    read or a change of existing objects on a mistyped directory is an error, not
+    an empty store that answers "No resources found"."""
+    if data_dir.exists() and not data_dir.is_dir():
+        raise CliError(f"--data-dir: {str(data_dir)!r}: not a directory", exit_code=2)
+    path = store_file(data_dir)
+    if not create and not path.exists():
+        raise CliError(f"no store in {data_dir} (nothing was applied there and `run` never "
+                       "started there); check --data-dir or $SYMPOZIUM_DATA_DIR")
+    return path
+
+
 @contextlib.asynccontextmanager
-async def opened(data_dir: Path) -> AsyncIterator[Store]:
+async def opened(data_dir: Path, *, create: bool = False) -> AsyncIterator[Store]:
+    path = check_data_dir(data_dir, create=create)
     try:
-        store = SQLiteStore(store_file(data_dir))
+        store = SQLiteStore(path)
     except Unavailable as exc:
         raise CliError(str(exc)) from exc
     try:

@@ -42,7 +42,7 @@ from sympozium_schedule.core.model import (
 )
 from sympozium_schedule.ports.store import Obj
 
-APPLYABLE = (Kind.SCHEDULE, Kind.INSTANCE, Kind.AGENT_RUN, Kind.CONFIG_MAP)
+APPLYABLE = (Kind.SCHEDULE, Kind.INSTANCE, Kind.AGENT_RUN, Kind.CONFIG_MAP, Kind.SECRET)
 MANIFEST_SUFFIXES = (".yaml", ".yml", ".json")
 STDIN = "<stdin>"
 
@@ -53,7 +53,10 @@ _CRD_FILES = {
 _TOP_LEVEL = {
     Kind.SCHEDULE: frozenset({"apiVersion", "kind", "metadata", "spec", "status"}),
     Kind.CONFIG_MAP: frozenset({"apiVersion", "kind", "metadata", "data", "binaryData", "immutable"}),
+    Kind.SECRET: frozenset({"apiVersion", "kind", "metadata", "data", "stringData", "type",
+                            "immutable"}),
 }
+HIDDEN = "<hidden>"  # a Secret's value in a message: never echoed
 _META_FIELDS = frozenset({
     "name", "namespace", "labels", "annotations", "generateName", "uid", "resourceVersion",
     "generation", "creationTimestamp", "ownerReferences", "finalizers", "managedFields",
@@ -221,6 +224,8 @@ def _check_one(source: str, raw: object, default_ns: str, now: datetime, out: Ch
         _check_metadata(raw)
         warnings = _CHECKS[kind](raw, now)
     except SpecError as exc:
+        if raw.get("kind") == Kind.SECRET.value and exc.field.startswith(("data", "stringData")):
+            exc = SpecError(exc.field, HIDDEN, exc.detail)
         out.errors.append(f"{source}: {label}: {exc}")
         return
     out.warnings.extend(f"{source}: {label}: {w}" for w in warnings)
@@ -382,6 +387,40 @@ def _check_configmap(raw: dict[str, Any], _now: datetime) -> list[str]:
     return []
 
 
+def _check_secret(raw: dict[str, Any], _now: datetime) -> list[str]:
+    """A v1 Secret (an agent's model key). ``stringData`` is folded into ``data``
+    (base64) as the API server does; no message ever shows a value."""
+    _top_level(raw, _TOP_LEVEL[Kind.SECRET])
+    for section in ("data", "stringData"):
+        mapping = raw.get(section)
+        if mapping is None:
+            continue
+        if not isinstance(mapping, dict):
+            raise SpecError(section, HIDDEN, "must be a mapping of string keys to string values")
+        for key, value in mapping.items():
+            where = f"{section}.{key}"
+            if len(key) > 253 or not _CONFIG_KEY.fullmatch(key):
+                raise SpecError(where, key, "a key is at most 253 letters, digits, '-', '_' or '.'")
+            if not isinstance(value, str):
+                raise SpecError(where, HIDDEN, "must be a string (quote it)")
+            if section == "data":
+                try:
+                    base64.b64decode(value, validate=True)
+                except (binascii.Error, ValueError) as exc:
+                    raise SpecError(where, HIDDEN, "must be base64 (or put the plain value "
+                                                   "under stringData)") from exc
+    kind = raw.get("type")
+    if kind is not None and not isinstance(kind, str):
+        raise SpecError("type", kind, "must be a string")
+    plain = raw.pop("stringData", None) or {}
+    data = dict(raw.get("data") or {})
+    data |= {k: base64.b64encode(v.encode()).decode() for k, v in plain.items()}
+    if data:
+        raw["data"] = data
+    raw.setdefault("type", "Opaque")
+    return []
+
+
 def _check_against_crd(raw: dict[str, Any], _now: datetime, *, kind: Kind) -> list[str]:
     return [str(problem) for problem in crd_problems(raw, _CRD_FILES[kind])]
 
@@ -389,6 +428,7 @@ def _check_against_crd(raw: dict[str, Any], _now: datetime, *, kind: Kind) -> li
 _CHECKS: dict[Kind, Callable[[dict[str, Any], datetime], list[str]]] = {
     Kind.SCHEDULE: _check_schedule,
     Kind.CONFIG_MAP: _check_configmap,
+    Kind.SECRET: _check_secret,
     Kind.INSTANCE: partial(_check_against_crd, kind=Kind.INSTANCE),
     Kind.AGENT_RUN: partial(_check_against_crd, kind=Kind.AGENT_RUN),
 }

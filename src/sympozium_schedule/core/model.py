@@ -165,13 +165,23 @@ def is_label_value(value: str) -> bool:
 
 
 def spec_error_from(exc: ValidationError, *, prefix: str, source: dict[str, Any]) -> SpecError:
-    """The first pydantic error as a one-line SpecError naming field and value."""
-    err = exc.errors()[0]
+    """The first pydantic error as a one-line SpecError naming field and value.
+
+    A required field that is missing next to an unknown one is most often a typo
+    (``schedul:``): the message names both, so the author sees which line to fix."""
+    errors = exc.errors()
+    err = errors[0]
     loc = [str(p) for p in err["loc"]]
     path = ".".join([prefix, *loc]) if loc else prefix
     kind = err["type"]
     value: object = err.get("input")
     if kind == "missing":
+        unknown = [".".join([prefix, *(str(p) for p in e["loc"])]) for e in errors
+                   if e["type"] == "extra_forbidden" and len(e["loc"]) == len(loc)
+                   and [str(p) for p in e["loc"][:-1]] == loc[:-1]]
+        if unknown:
+            return SpecError(path, None, f"is required, and {', '.join(unknown)} is not a known "
+                                         "field (misspelled?)")
         return SpecError(path, None, "is required")
     if kind == "extra_forbidden":
         return SpecError(path, value, "unknown field")

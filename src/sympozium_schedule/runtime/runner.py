@@ -234,9 +234,10 @@ def _last_line(text: str) -> str:
 
 
 def outcome(result_file: Path, exit_code: int | None, error: str, stdout: str,
-            output_tail: str = "") -> dict[str, Any]:
+            stderr: str = "") -> dict[str, Any]:
     """The run's final status from what the agent left: ``result.json`` when it wrote
-    one, else its exit status and stdout (exit 0: Succeeded, stdout is the result)."""
+    one, else its exit status and stdout (exit 0: Succeeded, stdout is the result;
+    otherwise the error names the exit code and the last line of stderr, else of stdout)."""
     status: dict[str, Any] = {}
     if exit_code is not None:
         status["exitCode"] = exit_code
@@ -278,8 +279,9 @@ def outcome(result_file: Path, exit_code: int | None, error: str, stdout: str,
             error = f"the agent exited with code {exit_code} and status {result.get('status')!r}"
         elif not error:
             error = f"the agent exited with code {exit_code}"
-            if _last_line(output_tail):
-                error += f": {_last_line(output_tail)[:500]}"
+            said = _last_line(stderr) or _last_line(stdout)
+            if said:
+                error += f": {said[:500]}"
     status["phase"] = "Succeeded" if ok else "Failed"
     if error:
         status["error"] = error[:MAX_RESULT]
@@ -296,7 +298,7 @@ class _Output:
         self.written = 0
         self.dropped = 0
         self.stdout = bytearray()
-        self.tail = bytearray()
+        self.stderr = bytearray()
 
     def take(self, data: bytes, *, is_stdout: bool) -> None:
         room = max(self.limit - self.written, 0)
@@ -305,10 +307,17 @@ class _Output:
             self.file.flush()
             self.written += min(room, len(data))
         self.dropped += max(len(data) - room, 0)
-        for buffer in ((self.stdout, self.tail) if is_stdout else (self.tail,)):
-            buffer += data
-            if len(buffer) > 2 * MAX_RESULT:
-                del buffer[:-MAX_RESULT]
+        buffer = self.stdout if is_stdout else self.stderr
+        buffer += data
+        if len(buffer) > 2 * MAX_RESULT:
+            del buffer[:-MAX_RESULT]
+
+    def note(self, text: str) -> None:
+        """A line of the runner's own in the log (not the agent's output)."""
+        data = text.encode()
+        self.file.write(data)
+        self.file.flush()
+        self.written += len(data)
 
     async def pump(self, stream: asyncio.StreamReader | None, *, is_stdout: bool) -> None:
         if stream is None:
@@ -546,7 +555,7 @@ class LocalRunner:
             sandboxed = "landlock" if self.settings.sandbox is not None else "none"
             for line in [f"agent {agent}: {' '.join(command)} (sandbox: {sandboxed}, "
                          f"time limit {timeout})", *notes]:
-                output.take(f"[sympozium-schedule] {line}\n".encode(), is_stdout=False)
+                output.note(f"[sympozium-schedule] {line}\n")
             blog.info("run started", agent=agent, timeout=str(timeout))
             if self.bridge is not None:
                 bridge_task = asyncio.create_task(self.bridge(running, ipc, bridge_stop))
@@ -574,7 +583,7 @@ class LocalRunner:
         else:
             status = outcome(ipc / "output" / "result.json", exit_code, error,
                              output.stdout.decode(errors="replace"),
-                             output.tail.decode(errors="replace"))
+                             output.stderr.decode(errors="replace"))
         status["completedAt"] = format_time(self.clock())
         await self._set_status(running, status)
         self.completed += 1
