@@ -48,6 +48,14 @@ CASES = {
                           ("spec.concurencyPolicy: 'Allow': unknown field",)),
     "missing-field": Case(schedule_yaml("bad", "@daily").replace("  task: Check in.\n", ""),
                           ("spec.task: None: is required",)),
+    # issue 10: the typo was never named.
+    "misspelled-required-field": Case(
+        schedule_yaml("bad", "@daily").replace("  schedule: '@daily'\n", "  schedul: '@daily'\n"),
+        ("spec.schedule: None: is required, and spec.schedul is not a known field (misspelled?)",)),
+    "secret-value-not-base64": Case("apiVersion: v1\nkind: Secret\nmetadata: {name: key}\n"
+                                    "data: {OPENAI_API_KEY: sk-plain-text!}\n",
+                                    ("Secret default/key: data.OPENAI_API_KEY: '<hidden>': must be "
+                                     "base64 (or put the plain value under stringData)",)),
     "bad-name": Case(schedule_yaml("Bad_Name", "@daily"),
                      ("SympoziumSchedule default/Bad_Name: metadata.name: 'Bad_Name': must be "
                       "lowercase",)),
@@ -144,3 +152,7 @@ def test_yaml_timestamps_stay_strings(outcome: Outcome) -> None:
     (stored,) = [o for o in outcome.before if o["metadata"]["name"] == "when"]
     assert stored["data"] == {"at": "2026-03-01"}
     assert stored["metadata"]["annotations"] == {"checked-at": "2026-03-01T10:00:00Z"}
+
+
+def test_a_secret_value_is_never_echoed(outcome: Outcome) -> None:
+    assert "sk-plain-text" not in outcome.result.err

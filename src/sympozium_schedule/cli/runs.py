@@ -135,14 +135,15 @@ def _comparable(obj: Obj) -> Obj:
     return out
 
 
-def _hidden(obj: Obj, other: Obj | None) -> Obj:
-    """A Secret with its values replaced by whether they change."""
+def _hidden(obj: Obj, before: Obj | None) -> Obj:
+    """A Secret with its values hidden; on the applied side (``before`` given), a value
+    that differs from the stored one says so."""
     if obj.get("kind") != Kind.SECRET.value:
         return obj
-    theirs = (other or {}).get("data") or {}
+    theirs = (before or {}).get("data") or {}
     data = obj.get("data") or {}
-    return obj | {"data": {k: "<hidden>" if theirs.get(k) == v else "<hidden, changed>"
-                           for k, v in data.items()}}
+    return obj | {"data": {k: "<hidden>" if before is None or theirs.get(k) == v
+                           else "<hidden, changed>" for k, v in data.items()}}
 
 
 def dry_run_diff(current: Obj | None, wanted: Obj) -> tuple[str, str]:
@@ -152,7 +153,7 @@ def dry_run_diff(current: Obj | None, wanted: Obj) -> tuple[str, str]:
     before, after = _comparable(current), _comparable(wanted)
     if before == after:
         return "unchanged", ""
-    old = yaml.safe_dump(_hidden(before, after), sort_keys=True).splitlines(keepends=True)
+    old = yaml.safe_dump(_hidden(before, None), sort_keys=True).splitlines(keepends=True)
     new = yaml.safe_dump(_hidden(after, before), sort_keys=True).splitlines(keepends=True)
     diff = "".join(difflib.unified_diff(old, new, "stored", "applied", n=2))
     return "configured", diff
