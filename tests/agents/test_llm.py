@@ -175,12 +175,13 @@ def test_the_model_cannot_choose_where_the_tool_writes(llm_server: Running, ipc:
                  "no base URL for provider 'bedrock'", id="no-base-url"),
     pytest.param("LOOP", {"LLM_MAX_TURNS": "2"}, "no final answer after 2 model calls",
                  id="turn-limit"),
-    pytest.param("SLEEP 30\nhello", {"AGENT_TIMEOUT_SECONDS": "5"},
+    pytest.param("SLEEP 60\nhello", {"AGENT_TIMEOUT_SECONDS": "10"},
                  "did not answer in time", id="time-limit"),
 ])
 def test_failures_are_one_line_in_result_json(llm_server: Running, ipc: Path, task: str,
                                               env: dict[str, str], error: str) -> None:
-    code, result, output = run_agent(ipc, task, model_env(llm_server, **env))
+    with Bridge(ipc, {"status": "accepted", "message": "ok"}):
+        code, result, output = run_agent(ipc, task, model_env(llm_server, **env))
     assert code == 1, output
     assert result["status"] == "error"
     assert error in result["error"], result

@@ -160,7 +160,9 @@ def converse(settings: Settings, task: dict[str, Any], ipc: Path, usage: Usage) 
     """The model's final answer, calling tools as it asks."""
     import openai
 
-    client = openai.OpenAI(api_key=settings.api_key, base_url=settings.base_url, max_retries=2)
+    # The SDK's own retries would give every attempt the whole remaining time: retry
+    # here instead, within the run's time limit.
+    client = openai.OpenAI(api_key=settings.api_key, base_url=settings.base_url, max_retries=0)
     system = SYSTEM_PROMPT
     if task.get("systemPrompt"):
         system += "\n\n" + str(task["systemPrompt"])
@@ -170,9 +172,7 @@ def converse(settings: Settings, task: dict[str, Any], ipc: Path, usage: Usage) 
         if settings.remaining() <= 0:
             raise AgentError("out of time before the model gave a final answer")
         try:
-            response = client.chat.completions.create(
-                model=settings.model, messages=messages, tools=tools(),  # type: ignore[arg-type]
-                timeout=settings.remaining())
+            response = _create(client, settings, messages)
         except openai.APIStatusError as exc:
             raise AgentError(f"the model server at {settings.base_url} answered "
                              f"{exc.status_code}: {_api_message(exc)}") from exc
@@ -193,13 +193,38 @@ def converse(settings: Settings, task: dict[str, Any], ipc: Path, usage: Usage) 
         messages.append(message.model_dump(exclude_none=True, include={"role", "content",
                                                                         "tool_calls"}))
         for call in calls:
-            function = call.function  # type: ignore[union-attr]
+            function = call.function
             answer = call_tool(function.name, function.arguments, ipc, settings.remaining())
             usage.tool_calls += 1
             sys.stderr.write(f"tool {function.name} {function.arguments} -> "
                              f"{json.dumps(answer)[:500]}\n")
             messages.append({"role": "tool", "tool_call_id": call.id, "content": json.dumps(answer)})
     raise AgentError(f"no final answer after {settings.max_turns} model calls (LLM_MAX_TURNS)")
+
+
+_RETRIES = (1.0, 2.0)  # seconds before each retry of a transient failure
+
+
+def _create(client: Any, settings: Settings, messages: list[dict[str, Any]]) -> Any:
+    """One chat completion; a rate limit, a server error or a refused connection is
+    retried twice while the run's time allows, a timeout is not (it used the time)."""
+    import openai
+
+    for pause in (*_RETRIES, None):
+        try:
+            return client.chat.completions.create(
+                model=settings.model, messages=messages, tools=tools(),
+                timeout=max(settings.remaining(), 0.1))
+        except (openai.RateLimitError, openai.InternalServerError) as exc:
+            failure: Exception = exc
+        except openai.APITimeoutError:
+            raise
+        except openai.APIConnectionError as exc:
+            failure = exc
+        if pause is None or settings.remaining() <= pause:
+            raise failure
+        time.sleep(pause)
+    raise AssertionError("unreachable")
 
 
 def _api_message(exc: Exception) -> str:

@@ -86,21 +86,22 @@ def _contains(outer: Path, inner: Path) -> bool:
 
 
 def command_paths(command: Sequence[str], path_env: str) -> list[Path]:
-    """The agent command's own location: its executable's folder, and the folder
-    of every argument that names an existing file (``python /opt/agent/main.py``)."""
+    """The agent command's own location: its executable and its folder, and every
+    argument that names an existing file (``python /opt/agent/main.py``) and its
+    folder. (A folder that holds the data directory is dropped by the policy; the
+    file itself is still allowed.)"""
     import shutil
 
     out: list[Path] = []
     exe = shutil.which(command[0], path=path_env) if command else None
     if exe:
-        out.append(Path(exe).resolve().parent)
-        out.append(Path(exe).parent.resolve())
+        out += [Path(exe).resolve(), Path(exe).resolve().parent, Path(exe).parent.resolve()]
     for arg in command[1:]:
         if arg.startswith("-"):
             continue
         candidate = Path(arg)
         if candidate.is_absolute() and candidate.is_file():
-            out.append(candidate.resolve().parent)
+            out += [candidate.resolve(), candidate.resolve().parent]
     return out
 
 
