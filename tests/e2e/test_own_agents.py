@@ -190,6 +190,8 @@ ATTACKER = """
     attempt("signal the scheduler", lambda: os.kill(os.getppid(), 0))
     attempt("read /etc/shadow", lambda: open("/etc/shadow").read())
     attempt("write its own folder", lambda: open("mine.txt", "w").write("ok"))
+    caps = [ln.split()[1] for ln in open("/proc/self/status") if ln.startswith(("CapEff", "CapPrm"))]
+    out["capabilities"] = "none" if set(caps) == {"0000000000000000"} else " ".join(caps)
     attempt("write its TMPDIR", lambda: open(os.path.join(os.environ["TMPDIR"], "t"), "w").write("ok"))
     print(json.dumps(out))
 """
@@ -216,7 +218,7 @@ def test_the_sandbox_keeps_an_agent_out_of_the_store_other_runs_and_the_schedule
         "read another run": "denied", "append to the store": "denied",
         "read the scheduler's environment": "denied", "signal the scheduler": "denied",
         "read /etc/shadow": "denied", "write its own folder": "allowed",
-        "write its TMPDIR": "allowed",
+        "write its TMPDIR": "allowed", "capabilities": "none",
     }
     assert all(p.poll() is None for p in scheduler.processes)
 

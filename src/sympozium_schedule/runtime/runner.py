@@ -399,17 +399,22 @@ class LocalRunner:
     async def _recover(self) -> None:
         """Runs left Running by a runner that died cannot be resumed: say so.
         Runs it had only claimed (Pending) or never seen start now. Folders whose
-        AgentRun is gone (deleted while no runner ran) are removed."""
+        AgentRun is gone (deleted while no runner ran) are removed first, before any
+        await, so no run can start (and make its folder) while the sweep looks."""
+        self._sweep(set(self.runs.cache))
         for key, obj in list(self.runs.cache.items()):
             phase = (obj.get("status") or {}).get("phase") or ""
             if phase == "Running":
                 await self._set_status(obj, {
                     "phase": "Failed", "completedAt": format_time(self.clock()),
                     "error": "interrupted: the runner stopped while this run was in progress"})
-            elif phase in ("", "Pending"):
+            elif phase in ("", "Pending") and key not in self._tracked:
                 self._start(key, obj)
-        await asyncio.to_thread(self._sweep, set(self.runs.cache))
         self._recovered = True
+        # Runs added while the loop above awaited were ignored by _on_run: start them.
+        for key, obj in list(self.runs.cache.items()):
+            if key not in self._tracked and not (obj.get("status") or {}).get("phase"):
+                self._start(key, obj)
 
     def _sweep(self, known: set[Key]) -> None:
         root = paths.runs_dir(self.settings.data_dir)

@@ -20,7 +20,9 @@ What an agent may touch (see docs/agents.md, "Isolation"):
 - nothing else: not the data directory (store, Secrets, NATS files, other
   runs' folders), not ``/proc`` beyond the agent's own process;
 - no signals to, and no abstract-socket connections to, processes outside its
-  own sandbox (the scheduler, other agents).
+  own sandbox (the scheduler, other agents);
+- no capabilities: the bounding set is emptied, so even an agent of a root
+  ``run`` execs without any (no kernel modules, raw sockets, mounts).
 
 TCP is not restricted (an agent calls its model's API); Landlock cannot filter
 by address, only by port.
@@ -160,6 +162,26 @@ class Sandbox:
 
 # --- the launcher (runs in the child, before the agent) ---------------------------------------
 
+PR_CAPBSET_DROP = 24  # <linux/prctl.h>
+
+
+def drop_capabilities() -> int:
+    """Empty the capability bounding set, so the agent, even started as root, execs
+    with no capabilities (no module loading, raw sockets, or bypassing file modes).
+    Returns how many were dropped (0 for an unprivileged process, which has none)."""
+    import ctypes
+    import errno
+
+    libc = ctypes.CDLL(None, use_errno=True)
+    dropped = 0
+    for cap in range(64):
+        if libc.prctl(PR_CAPBSET_DROP, cap, 0, 0, 0) == 0:
+            dropped += 1
+            continue
+        if ctypes.get_errno() in (errno.EINVAL, errno.EPERM):  # past the last one; or unprivileged
+            break
+    return dropped
+
 
 def apply(policy: dict[str, list[str]]) -> None:
     """Restrict this process (and everything it will exec or fork) to ``policy``."""
@@ -189,6 +211,7 @@ def apply(policy: dict[str, list[str]]) -> None:
     # The agent's own /proc entry (Python and shells look at /proc/self); opened
     # now, it names this process, which exec keeps.
     add([f"/proc/{os.getpid()}"], AccessFs.READ_FILE | AccessFs.READ_DIR, AccessFs.READ_FILE)
+    drop_capabilities()
     ruleset.apply()
 
 
