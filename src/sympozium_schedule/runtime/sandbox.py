@@ -70,12 +70,17 @@ def landlock_abi() -> int:
         return 0
 
 
+def _prefixes() -> list[Path]:
+    """Where the interpreter lives: agents in Python (the demo and LLM agents) need it."""
+    return [Path(p) for p in {sys.prefix, sys.base_prefix, sys.exec_prefix, sys.base_exec_prefix,
+                              os.path.dirname(sys.executable)} if p]
+
+
 def _python_paths() -> list[Path]:
     """The interpreter and every importable location of this installation: the
     prefixes and the entries of sys.path (site-packages, an editable install's
     source), but not the current directory, which ``-m`` puts first."""
-    found = {sys.prefix, sys.base_prefix, sys.exec_prefix, sys.base_exec_prefix,
-             os.path.dirname(sys.executable)}
+    found = {str(p) for p in _prefixes()}
     cwd = os.getcwd()
     for entry in sys.path:
         if entry and os.path.abspath(entry) != cwd:
@@ -128,7 +133,9 @@ class Sandbox:
                     raise SandboxError(
                         f"{flag}: {str(path)!r}: reaches the data directory {data} (the store, "
                         "Secrets and every run's folder), which agents must never read")
-        for path in _python_paths():
+        # sys.path entries that reach it are only left out of the policy; the prefixes
+        # themselves are what every Python agent needs.
+        for path in _prefixes():
             resolved = path.resolve()
             if _contains(resolved, data):
                 raise SandboxError(
