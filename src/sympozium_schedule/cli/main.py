@@ -482,7 +482,7 @@ def trigger(
     data_dir: DataDir = None,
 ) -> None:
     """Start a run of a schedule now; its concurrency policy still applies. Prints the run's name."""
-    from sympozium_schedule.core.decide import TriggerRefused
+    from sympozium_schedule.core.manual import TriggerRefused
     from sympozium_schedule.runtime.controller import trigger_now
 
     ns = _namespace(namespace)

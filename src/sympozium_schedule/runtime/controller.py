@@ -32,9 +32,8 @@ from sympozium_schedule.core.decide import (
     Decision,
     Outcome,
     reconcile,
-    tick_failed,
-    trigger,
 )
+from sympozium_schedule.core.manual import tick_failed, trigger
 from sympozium_schedule.core.merge import diff_patch
 from sympozium_schedule.core.model import (
     LABEL_SCHEDULE,
