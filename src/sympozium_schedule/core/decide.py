@@ -376,6 +376,7 @@ def reconcile(
 
     fire: datetime | None = None  # the tick whose run this decision creates
     planned: datetime | None = None
+    too_late: datetime | None = None  # the last waiting tick dropped for the deadline
     # A waiting tick starts as soon as nothing of this schedule is running.
     while b.buffered and not active and fire is None:
         waiting = b.buffered.pop(0)
@@ -385,6 +386,7 @@ def reconcile(
             _skipped(b, SkipReason.DEADLINE,
                      f"skipped the buffered {format_time(waiting)} tick: it is "
                      f"{late.total_seconds():.0f}s late, beyond startingDeadlineSeconds={deadline}")
+            too_late = waiting
             continue
         fire, planned = waiting, now
 
@@ -412,6 +414,9 @@ def reconcile(
             return done(Outcome.BUFFERED, delete=prune, wake=wake, tick=ticks.due)
         if plan is not None:
             return done(Outcome.SKIPPED, delete=prune, wake=wake, skip=plan.skip, tick=ticks.due)
+        if too_late is not None:
+            return done(Outcome.SKIPPED, delete=prune, wake=wake, skip=SkipReason.DEADLINE,
+                        tick=too_late)
         if unrecorded:
             return done(Outcome.RECORDED, delete=prune, wake=wake, tick=recorded)
         idle = Outcome.COMPLETED if b.phase == "Completed" else Outcome.IDLE
