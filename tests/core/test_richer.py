@@ -10,9 +10,16 @@ from typing import Any
 
 import pytest
 
-from sympozium_schedule.core.decide import BUFFER_ALL_LIMIT, PAUSED_BY, Outcome, SkipReason
+from sympozium_schedule.core import backfill
+from sympozium_schedule.core.decide import (
+    BUFFER_ALL_LIMIT,
+    PAUSED_BY,
+    Decision,
+    Outcome,
+    SkipReason,
+)
 from sympozium_schedule.core.manual import TriggerRefused
-from sympozium_schedule.core.model import format_time
+from sympozium_schedule.core.model import ANNOTATION_BACKFILL, format_time
 from sympozium_schedule.core.naming import run_name
 from tests.core import sympozium_compat
 from tests.core.world import REMOVE, T0, H, World, condition, fired
@@ -367,3 +374,154 @@ def test_a_succeeded_run_never_pauses() -> None:
     world = World.new(pauseOnFailure=True)
     fired(world, T0)
     assert world.step(T0 + H).outcome is Outcome.FIRED
+
+
+# --- backfill -----------------------------------------------------------------------------
+
+
+def ask_backfill(world: World, **request: Any) -> None:
+    world.obj["metadata"].setdefault("annotations", {})[ANNOTATION_BACKFILL] = json.dumps(request)
+
+
+def drain(world: World, now: datetime, *, finish: str | None = "Succeeded",
+          limit: int = 100) -> list[Decision]:
+    """Step the world at each wake-up it asks for within a minute (a backfill's pace),
+    finishing each run at once unless ``finish`` is None."""
+    taken = []
+    for _ in range(limit):
+        d = world.step(now)
+        taken.append(d)
+        if d.create is not None and finish is not None:
+            world.set_phase(d.create["metadata"]["name"], finish)
+        if d.wake_at is None or d.wake_at > now + M:
+            break
+        now = max(d.wake_at, now)
+    return taken
+
+
+def test_backfill_creates_the_runs_of_past_ticks_at_a_pace() -> None:
+    world = World.new(created=T0 - 24 * H, firstTick="afterInterval")
+    world.step(T0 - 24 * H)
+    ask_backfill(world, **{"from": format_time(T0 - 5 * H), "to": format_time(T0 - 2 * H)})
+    steps = drain(world, T0 - 30 * M)
+    assert steps[0].outcome is Outcome.FIRED  # the schedule's own catch-up tick goes first
+    made = [d for d in steps if d.outcome is Outcome.BACKFILLED]
+    assert [d.tick for d in made] == [T0 - k * H for k in (5, 4, 3, 2)]
+    for d in made:
+        assert d.create is not None
+        assert d.create["metadata"]["name"] == run_name("hb", d.tick)
+        assert d.create["metadata"]["annotations"]["sympozium.ai/trigger"] == "backfill"
+    wakes = [d.wake_at for d in made]
+    assert wakes[:-1] == [d.wake_at for d in made[:-1]]
+    progress = world.status["backfill"]
+    assert (progress["state"], progress["created"], progress["existing"], progress["skipped"]) == (
+        "Completed", 4, 0, 0)
+    reasons = [n.reason for d in steps for n in d.notes]
+    assert reasons.count("BackfillStarted") == 1
+    assert reasons[-1] == "BackfillCompleted"
+    assert world.status["totalRuns"] == 5
+    # A backfill does not move the schedule's own tick history.
+    assert world.status["lastRunName"] == run_name("hb", T0 - H)
+
+
+def test_a_backfill_never_doubles_a_tick_that_ran() -> None:
+    world = World.new()
+    fired(world, T0)
+    fired(world, T0 + H)
+    ask_backfill(world, **{"from": format_time(T0 - H), "to": format_time(T0 + H)})
+    made = [d.tick for d in drain(world, T0 + 1.5 * H) if d.outcome is Outcome.BACKFILLED]
+    assert made == [T0 - H]
+    assert world.status["backfill"]["existing"] == 2
+
+
+def test_a_backfill_is_cut_at_now_and_skips_excluded_ticks() -> None:
+    world = World.new(created=T0 - 10 * H, firstTick="afterInterval",
+                      exclude=[{"schedule": "0 8 * * *"}])
+    world.step(T0 - 10 * H)
+    ask_backfill(world, **{"from": format_time(T0 - 3 * H), "to": format_time(T0 + 30 * H)})
+    steps = drain(world, T0 - 30 * M)
+    assert steps[0].tick == T0 - H  # the schedule's own catch-up run of 09:00
+    made = [d.tick for d in steps if d.outcome is Outcome.BACKFILLED]
+    assert made == [T0 - 3 * H]  # 08:00 excluded, 09:00 already ran; nothing after now
+    progress = world.status["backfill"]
+    assert progress["to"] == format_time(T0 - 30 * M)
+    assert (progress["created"], progress["existing"], progress["skipped"]) == (1, 1, 1)
+
+
+@pytest.mark.parametrize(("overlap", "expected"), [
+    pytest.param("Allow", 3, id="allow-creates-alongside"),
+    pytest.param("Forbid", 0, id="forbid-skips-while-a-run-is-unfinished"),
+    pytest.param("BufferAll", 0, id="buffer-waits-for-the-run"),
+])
+def test_backfill_overlap(overlap: str, expected: int) -> None:
+    world = World.new(created=T0, schedule="0 10 * * *")
+    first = running(world, T0)
+    day = 24 * H
+    ask_backfill(world, **{"from": format_time(T0 - 3 * day), "to": format_time(T0 - day),
+                           "overlap": overlap})
+    steps = drain(world, T0 + 5 * M, finish=None)
+    assert len([d for d in steps if d.outcome is Outcome.BACKFILLED]) == expected
+    if overlap == "BufferAll":
+        assert world.status["backfill"]["state"] == "Running"
+        assert steps[-1].wake_at == T0 + day  # nothing timed: the run's end wakes it
+        world.set_phase(first, "Succeeded")
+        d = world.step(T0 + 10 * M)
+        assert (d.outcome, d.tick) == (Outcome.BACKFILLED, T0 - 3 * day)
+
+
+def test_backfill_runs_do_not_count_towards_max_runs() -> None:
+    world = World.new(maxRuns=2)
+    fired(world, T0)
+    ask_backfill(world, **{"from": format_time(T0 - 5 * H), "to": format_time(T0 - H)})
+    drain(world, T0 + 10 * M)
+    assert world.status["remainingRuns"] == 1
+    fired(world, T0 + H)
+    assert world.status["phase"] == "Completed"
+
+
+@pytest.mark.parametrize(("text", "fragment"), [
+    pytest.param("next week", "not JSON", id="not-json"),
+    pytest.param('{"from": "2026-03-02T10:00:00Z"}', "RFC 3339", id="no-to"),
+    pytest.param('{"from": "2026-03-02T10:00:00Z", "to": "2026-03-01T10:00:00Z"}',
+                 "must be after", id="reversed"),
+    pytest.param('{"from": "2026-03-01T10:00:00Z", "to": "2026-03-02T10:00:00Z", "overlap": "Wait"}',
+                 "overlap", id="bad-overlap"),
+    pytest.param('{"from": "2026-03-01T10:00:00Z", "to": "2026-03-02T10:00:00Z", "speed": 3}',
+                 "unknown field", id="unknown-field"),
+])
+def test_a_bad_backfill_request_says_why_and_creates_nothing(text: str, fragment: str) -> None:
+    world = World.new()
+    fired(world, T0)
+    world.obj["metadata"]["annotations"] = {ANNOTATION_BACKFILL: text}
+    d = world.step(T0 + 10 * M)
+    assert (d.outcome, d.create) == (Outcome.IDLE, None)
+    assert world.status["backfill"]["state"] == "Invalid"
+    assert fragment in world.status["backfill"]["message"]
+    assert [(n.type, n.reason) for n in d.notes] == [("Warning", "BackfillInvalid")]
+    assert world.step(T0 + 20 * M).notes == ()  # said once
+
+
+def test_removing_the_annotation_cancels_a_running_backfill() -> None:
+    world = World.new(created=T0 - 24 * H, firstTick="afterInterval")
+    world.step(T0 - 24 * H)
+    ask_backfill(world, **{"from": format_time(T0 - 20 * H), "to": format_time(T0 - H),
+                           "overlap": "Allow"})
+    world.step(T0 - 30 * M)
+    world.step(T0 - 29 * M)
+    del world.obj["metadata"]["annotations"][ANNOTATION_BACKFILL]
+    d = world.step(T0 - 28 * M)
+    assert d.create is None
+    assert world.status["backfill"]["state"] == "Cancelled"
+
+
+def test_a_year_of_minutely_ticks_is_taken_in_bounded_steps() -> None:
+    """Every tick of a year excluded: each step looks at no more than SCAN ticks and asks
+    to be woken again, so no decision ever walks the whole range at once."""
+    year = 365 * 24 * H
+    world = World.new(schedule="* * * * *", created=T0 - year, firstTick="afterInterval",
+                      exclude=[{"schedule": "* * * * *"}])
+    world.obj["status"] = {"lastScheduleTime": format_time(T0), "observedGeneration": 1}
+    ask_backfill(world, **{"from": format_time(T0 - year), "to": format_time(T0)})
+    d = world.step(T0 + timedelta(seconds=1))
+    assert world.status["backfill"]["skipped"] == backfill.SCAN
+    assert d.wake_at == T0 + timedelta(seconds=1) + backfill.PACE

@@ -31,6 +31,7 @@ LABEL_TYPE = "sympozium.ai/type"
 LABEL_SOURCE = "sympozium.ai/source"
 ANNOTATION_SCHEDULED_TIME = "sympozium.ai/scheduled-time"
 ANNOTATION_TRIGGER = "sympozium.ai/trigger"
+ANNOTATION_BACKFILL = "sympozium.ai/backfill"
 ANNOTATION_PROVIDER = "sympozium.ai/provider"
 
 MEMORY_SUFFIX = "-memory"
@@ -114,6 +115,7 @@ def parse_time(value: object) -> datetime | None:
 
 ScheduleType = Literal["heartbeat", "scheduled", "sweep"]
 ConcurrencyPolicy = Literal["Forbid", "Allow", "Replace", "BufferOne", "BufferAll"]
+CONCURRENCY_POLICIES: tuple[str, ...] = ("Forbid", "Allow", "Replace", "BufferOne", "BufferAll")
 BUFFERING_POLICIES = ("BufferOne", "BufferAll")
 FirstTick = Literal["immediate", "afterInterval"]
 
