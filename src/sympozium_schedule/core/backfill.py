@@ -30,10 +30,14 @@ from sympozium_schedule.core.model import (
     BUFFERING_POLICIES,
     CONCURRENCY_POLICIES,
     RunView,
+    ScheduleSpec,
+    ScheduleView,
     format_time,
     parse_time,
 )
 from sympozium_schedule.core.naming import run_name
+from sympozium_schedule.core.runs import RunTemplate, build_agent_run
+from sympozium_schedule.core.status import Note, StatusBuilder
 from sympozium_schedule.core.timetable import Timetable
 
 PACE = timedelta(milliseconds=200)  # one run a step: at most 5 runs a second per schedule
@@ -149,3 +153,70 @@ def step(progress: dict[str, Any], table: Timetable, schedule: str, runs: Sequen
     out["state"] = "Completed"
     out["next"] = format_time(end)
     return Step(None, (), out, None)
+
+
+@dataclass(frozen=True, slots=True)
+class Extra:
+    run: dict[str, Any] | None = None
+    tick: datetime | None = None
+    delete: tuple[str, ...] = ()
+    wake: datetime | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class Backfilling:
+    """The backfill stage every decision of a schedule that can have runs goes through:
+    adopt a new request, cancel a withdrawn one, or take the next step of a running one
+    (only when the decision creates no run of its own)."""
+
+    schedule: ScheduleView
+    spec: ScheduleSpec
+    table: Timetable
+    template: RunTemplate
+    memory: str | None
+    mine: Sequence[RunView]
+    active: Sequence[RunView]
+
+    def advance(self, b: StatusBuilder, *, busy: bool, now: datetime) -> Extra:
+        text = self.schedule.meta.annotations.get(ANNOTATION_BACKFILL)
+        current = b.backfill or {}
+        if text is not None and current.get("id") != _request_id(text):
+            current = b.backfill = adopt(text, now)
+            if current["state"] == "Invalid":
+                b.notes.append(Note("Warning", "BackfillInvalid", str(current["message"])))
+            else:
+                b.notes.append(Note("Normal", "BackfillStarted",
+                                    f"backfilling the ticks from {current['from']} to "
+                                    f"{current['to']} (overlap: {current['overlap']})"))
+        elif text is None and current.get("state") == "Running":
+            current = b.backfill = current | {"state": "Cancelled"}
+            b.notes.append(Note("Normal", "BackfillCancelled",
+                                f"the {ANNOTATION_BACKFILL} annotation was removed"))
+        if current.get("state") != "Running":
+            return Extra()
+        if busy:
+            return Extra(wake=now + PACE)
+        taken = step(current, self.table, self.schedule.meta.name, self.mine,
+                              self.active, now)
+        b.backfill = taken.progress
+        if taken.progress.get("state") == "Completed":
+            b.notes.append(Note("Normal", "BackfillCompleted", _summary(taken.progress)))
+        if taken.tick is None:
+            return Extra(wake=taken.wake)
+        run = build_agent_run(self.schedule, self.spec, self.template, self.memory, taken.tick,
+                              backfill=True)
+        b.total_runs += 1
+        return Extra(run, taken.tick, taken.delete, taken.wake)
+
+
+def _request_id(text: str) -> str:
+    try:
+        return parse_request(text).id
+    except BadRequest:
+        return request_id(text)
+
+
+def _summary(progress: dict[str, Any]) -> str:
+    return (f"backfill of {progress.get('from')} to {progress.get('to')} done: "
+            f"{progress.get('created', 0)} run(s) created, {progress.get('existing', 0)} "
+            f"already there, {progress.get('skipped', 0)} tick(s) skipped")

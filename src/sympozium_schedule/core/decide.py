@@ -32,7 +32,6 @@ from sympozium_schedule.core import backfill
 from sympozium_schedule.core.cron import floor_second
 from sympozium_schedule.core.errors import SpecError
 from sympozium_schedule.core.model import (
-    ANNOTATION_BACKFILL,
     BUFFERING_POLICIES,
     EPOCH,
     RunView,
@@ -243,73 +242,6 @@ def _skipped(b: StatusBuilder, reason: SkipReason, message: str) -> None:
     b.notes.append(Note("Warning" if warning else "Normal", "TickSkipped", message))
 
 
-@dataclass(frozen=True, slots=True)
-class _Extra:
-    run: dict[str, Any] | None = None
-    tick: datetime | None = None
-    delete: tuple[str, ...] = ()
-    wake: datetime | None = None
-
-
-@dataclass(frozen=True, slots=True)
-class _Backfilling:
-    """The backfill stage every decision of a schedule that can have runs goes through:
-    adopt a new request, cancel a withdrawn one, or take the next step of a running one
-    (only when the decision creates no run of its own)."""
-
-    schedule: ScheduleView
-    spec: ScheduleSpec
-    table: Timetable
-    template: RunTemplate
-    memory: str | None
-    mine: Sequence[RunView]
-    active: Sequence[RunView]
-
-    def advance(self, b: StatusBuilder, *, busy: bool, now: datetime) -> _Extra:
-        text = self.schedule.meta.annotations.get(ANNOTATION_BACKFILL)
-        current = b.backfill or {}
-        if text is not None and current.get("id") != _request_id(text):
-            current = b.backfill = backfill.adopt(text, now)
-            if current["state"] == "Invalid":
-                b.notes.append(Note("Warning", "BackfillInvalid", str(current["message"])))
-            else:
-                b.notes.append(Note("Normal", "BackfillStarted",
-                                    f"backfilling the ticks from {current['from']} to "
-                                    f"{current['to']} (overlap: {current['overlap']})"))
-        elif text is None and current.get("state") == "Running":
-            current = b.backfill = current | {"state": "Cancelled"}
-            b.notes.append(Note("Normal", "BackfillCancelled",
-                                f"the {ANNOTATION_BACKFILL} annotation was removed"))
-        if current.get("state") != "Running":
-            return _Extra()
-        if busy:
-            return _Extra(wake=now + backfill.PACE)
-        taken = backfill.step(current, self.table, self.schedule.meta.name, self.mine,
-                              self.active, now)
-        b.backfill = taken.progress
-        if taken.progress.get("state") == "Completed":
-            b.notes.append(Note("Normal", "BackfillCompleted", _summary(taken.progress)))
-        if taken.tick is None:
-            return _Extra(wake=taken.wake)
-        run = build_agent_run(self.schedule, self.spec, self.template, self.memory, taken.tick,
-                              backfill=True)
-        b.total_runs += 1
-        return _Extra(run, taken.tick, taken.delete, taken.wake)
-
-
-def _request_id(text: str) -> str:
-    try:
-        return backfill.parse_request(text).id
-    except backfill.BadRequest:
-        return backfill.request_id(text)
-
-
-def _summary(progress: dict[str, Any]) -> str:
-    return (f"backfill of {progress.get('from')} to {progress.get('to')} done: "
-            f"{progress.get('created', 0)} run(s) created, {progress.get('existing', 0)} "
-            f"already there, {progress.get('skipped', 0)} tick(s) skipped")
-
-
 def _failure_to_pause(b: StatusBuilder, spec: ScheduleSpec, mine: Sequence[RunView],
                       edited: bool) -> Suspension | None:
     """pauseOnFailure: a run that failed since the last one acted on suspends the schedule.
@@ -346,7 +278,7 @@ def reconcile(
     active = sorted((r for r in mine if not r.finished), key=lambda r: r.order_key)
     active_refs = [run_ref(namespace, r.name) for r in active]
 
-    backfilling: _Backfilling | None = None  # set once the schedule can have runs
+    backfilling: backfill.Backfilling | None = None  # set once the schedule can have runs
 
     def done(outcome: Outcome, *, delete: tuple[str, ...] = (), wake: datetime | None = None,
              refs: Sequence[dict[str, Any]] = active_refs, create: dict[str, Any] | None = None,
@@ -412,7 +344,7 @@ def reconcile(
                "set spec.agents.default.model on the instance")
         return done(Outcome.ERROR, delete=prune)
 
-    backfilling = _Backfilling(schedule, spec, table, template, memory, mine, active)
+    backfilling = backfill.Backfilling(schedule, spec, table, template, memory, mine, active)
     if spec.max_runs is None:
         b.scheduled_runs = None
     elif b.scheduled_runs is None:
