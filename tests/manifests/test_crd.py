@@ -449,7 +449,7 @@ def test_defaults_are_the_models_defaults() -> None:
     assert defaulted == minimal["spec"] | {
         "type": "scheduled", "concurrencyPolicy": "Forbid", "includeMemory": True,
         "timeZone": "UTC", "firstTick": "immediate",
-        "successfulRunsHistoryLimit": 3, "failedRunsHistoryLimit": 1, "pauseOnFailure": False,
+        "successfulRunsHistoryLimit": 3, "failedRunsHistoryLimit": 1,
     }
     assert ScheduleSpec.parse(defaulted) == ScheduleSpec.parse(minimal["spec"])
 

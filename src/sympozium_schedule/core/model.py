@@ -185,7 +185,8 @@ class ScheduleSpec(BaseModel):
     end_time: str | None = Field(default=None, alias="endTime",
                                  json_schema_extra={"format": "date-time"})
     max_runs: int | None = Field(default=None, alias="maxRuns", ge=1)
-    pause_on_failure: bool = Field(default=False, alias="pauseOnFailure")
+    # Optional rather than defaulted: the API server would write a default into every object.
+    pause_on_failure: bool | None = Field(default=None, alias="pauseOnFailure")
     suspended_by: str | None = Field(default=None, alias="suspendedBy", max_length=256)
     suspend_reason: str | None = Field(default=None, alias="suspendReason", max_length=1024)
 
