@@ -40,8 +40,8 @@ CASES = {
     "bad-time-zone-with-every": Case(_schedule(timeZone="Nowhere/Land"),
                                      ("spec.timeZone: 'Nowhere/Land': unknown time zone",)),
     "bad-enum": Case(_schedule(concurrencyPolicy="Sometimes"),
-                     ("spec.concurrencyPolicy: 'Sometimes': must be one of 'Forbid', 'Allow' or "
-                      "'Replace'",)),
+                     ("spec.concurrencyPolicy: 'Sometimes': must be one of 'Forbid', 'Allow', "
+                      "'Replace', 'BufferOne' or 'BufferAll'",)),
     "wrong-type": Case(_schedule(suspend="yes"),
                        ("spec.suspend: 'yes': input should be a valid boolean",)),
     "unknown-field": Case(_schedule(concurencyPolicy="Allow"),

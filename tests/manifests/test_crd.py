@@ -51,7 +51,12 @@ SYMPOZIUM_CRDS = {crd["spec"]["names"]["kind"]: CrdValidator(crd) for crd in gen
 # and ours must accept whatever theirs accepts. The controller reports such a spec in Ready.
 LOOSER_THAN_MODEL = {("instanceRef", "minLength"), ("schedule", "minLength")}
 ADDED_FIELDS = {"timeZone", "startingDeadlineSeconds", "firstTick", "successfulRunsHistoryLimit",
-                "failedRunsHistoryLimit"}
+                "failedRunsHistoryLimit", "schedules", "exclude", "jitter", "startTime", "endTime",
+                "maxRuns", "pauseOnFailure", "suspendedBy", "suspendReason"}
+
+
+# Enum values added to Sympozium's fields (values of theirs keep their meaning).
+EXTENDED_ENUMS = {"concurrencyPolicy": ["BufferOne", "BufferAll"]}
 
 
 def schedule_obj(spec: dict[str, Any] | None = None, *, name: str = "alice-heartbeat",
@@ -133,6 +138,11 @@ def test_each_property_matches_the_model_field(alias: str) -> None:
         choices = list(typing.get_args(annotation))
         assert prop["enum"] == choices
         assert prop["type"] == "string"
+    elif typing.get_origin(annotation) is list:
+        (entry,) = typing.get_args(annotation)
+        assert prop["type"] == "array"
+        assert set(prop["items"]["properties"]) == {
+            (f.alias or n) for n, f in entry.model_fields.items()}
     else:
         assert "enum" not in prop
         assert prop["type"] == _JSON_TYPES[annotation]
@@ -142,13 +152,19 @@ def test_each_property_matches_the_model_field(alias: str) -> None:
         assert prop["default"] == field.default
     else:
         # An absent field must mean what the model's default means.
-        assert field.default in (None, False), f"{alias}: the model defaults to {field.default!r}"
+        absent = field.default_factory() if field.default_factory else field.default
+        assert absent in (None, False, []), f"{alias}: the model defaults to {absent!r}"
     constraints = {}
     for item in field.metadata:
         if isinstance(item, annotated_types.Ge):
             constraints["minimum"] = item.ge
         elif isinstance(item, annotated_types.MinLen):
             constraints["minLength"] = item.min_length
+        elif isinstance(item, annotated_types.MaxLen):
+            is_list = typing.get_origin(annotation) is list
+            constraints["maxItems" if is_list else "maxLength"] = item.max_length
+        elif getattr(item, "pattern", None):
+            constraints["pattern"] = item.pattern
         else:
             pytest.fail(f"{alias}: the test does not know the constraint {item!r}")
     for keyword, value in constraints.items():
@@ -167,8 +183,9 @@ def test_the_looser_than_model_exceptions_are_sympoziums_fields() -> None:
 @pytest.mark.parametrize(("alias", "expected"), [
     pytest.param("type", {"type": "string", "enum": ["heartbeat", "scheduled", "sweep"],
                           "default": "scheduled"}, id="type"),
-    pytest.param("concurrencyPolicy", {"type": "string", "enum": ["Forbid", "Allow", "Replace"],
-                                       "default": "Forbid"}, id="concurrencyPolicy"),
+    pytest.param("concurrencyPolicy", {"type": "string", "default": "Forbid",
+                                       "enum": ["Forbid", "Allow", "Replace", "BufferOne",
+                                                "BufferAll"]}, id="concurrencyPolicy"),
     pytest.param("includeMemory", {"type": "boolean", "default": True}, id="includeMemory"),
     pytest.param("suspend", {"type": "boolean"}, id="suspend"),
     pytest.param("instanceRef", {"type": "string"}, id="instanceRef"),
@@ -204,7 +221,7 @@ def test_a_field_without_a_description_fails_generation(monkeypatch: pytest.Monk
 ])
 def test_a_model_shape_without_a_structural_schema_fails_loudly(prop: dict[str, Any]) -> None:
     with pytest.raises(ValueError, match=r"spec\.x"):
-        generate._structural("x", prop)
+        generate._structural("x", prop, {})
 
 
 def test_the_status_declares_exactly_what_the_core_writes() -> None:
@@ -216,9 +233,15 @@ def test_the_status_declares_exactly_what_the_core_writes() -> None:
 
 @pytest.mark.parametrize("alias", sorted(UPSTREAM_SPEC["properties"]))
 def test_sympozium_fields_are_declared_exactly_as_sympozium_declares_them(alias: str) -> None:
-    """Same type, enum and default, and no keyword theirs lacks: ours accepts what theirs does."""
+    """Same type, enum and default, and no keyword theirs lacks: ours accepts what theirs does.
+    An enum may only grow (concurrencyPolicy gains BufferOne and BufferAll), their values
+    first and meaning what they mean."""
     ours = {k: v for k, v in SPEC["properties"][alias].items() if k != "description"}
     theirs = {k: v for k, v in UPSTREAM_SPEC["properties"][alias].items() if k != "description"}
+    if alias in EXTENDED_ENUMS:
+        assert ours["enum"][:len(theirs["enum"])] == theirs["enum"]
+        assert ours["enum"][len(theirs["enum"]):] == EXTENDED_ENUMS[alias]
+        ours["enum"] = theirs["enum"]
     for keyword in ("type", "enum", "default"):
         assert ours.get(keyword) == theirs.get(keyword), keyword
     assert ours == theirs
@@ -236,7 +259,11 @@ def test_only_the_documented_fields_are_added() -> None:
 
 @pytest.mark.parametrize("key", sorted(UPSTREAM_STATUS["properties"]))
 def test_sympozium_status_fields_keep_their_shape(key: str) -> None:
-    ours, theirs = STATUS["properties"][key], UPSTREAM_STATUS["properties"][key]
+    """Their shape, and their words but where ours say more (phase: Completed)."""
+    ours, theirs = dict(STATUS["properties"][key]), dict(UPSTREAM_STATUS["properties"][key])
+    if key == "phase":
+        assert ours.pop("description") == theirs.pop("description").replace(
+            "Suspended, Error", "Suspended, Completed, Error")
     assert ours == theirs
 
 
@@ -322,8 +349,14 @@ def _rules(node: Any, path: str = "") -> list[str]:
     return found
 
 
-def test_no_other_cel_rules() -> None:
-    assert _rules(SCHEMA) == ["<root>"]
+def test_cel_rules_where_fields_depend_on_each_other() -> None:
+    assert _rules(SCHEMA) == ["<root>", ".properties.spec",
+                              ".properties.spec.properties.exclude.items"]
+    for where in (SPEC, SPEC["properties"]["exclude"]["items"]):
+        for rule in where["x-kubernetes-validations"]:
+            assert set(rule) == {"rule", "message"}
+            assert rule["message"]
+            assert "\n" not in rule["message"]
 
 
 # --- what it accepts -------------------------------------------------------------------------

@@ -619,7 +619,7 @@ def trigger(
     """Start a run of each schedule now; its concurrency policy still applies. Prints the
     runs' names."""
     from sympozium_schedule.cli.runs import schedules
-    from sympozium_schedule.core.decide import TriggerRefused
+    from sympozium_schedule.core.manual import TriggerRefused
     from sympozium_schedule.runtime.controller import trigger_now
 
     ns = _namespace(namespace)

@@ -7,26 +7,33 @@ it and writes the status once. Calling it again with the same inputs yields
 the same decision, so a reconcile with nothing due writes nothing.
 
 The cursor is ``status.lastScheduleTime``: the most recent tick that was
-handled (fired or skipped). Ticks after it and up to ``now`` are "missed";
-only the most recent of them is considered (at most one catch-up run), and
-only within ``startingDeadlineSeconds`` when that is set. An edit of the spec
-(``metadata.generation`` moved past ``status.observedGeneration``) or a resume
-moves the cursor to ``now``: ticks from before the change are never replayed.
+handled (fired, buffered or skipped). Ticks after it and up to ``now`` are
+"missed"; only the most recent of them is considered (at most one catch-up
+run), and only within ``startingDeadlineSeconds`` when that is set. An edit of
+the spec (``metadata.generation`` moved past ``status.observedGeneration``) or
+a resume moves the cursor to ``now``: ticks from before the change are never
+replayed, and ticks still waiting in the buffer are dropped.
+
+Ticks come from the schedule's :class:`~sympozium_schedule.core.timetable.Timetable`
+(every spec merged, bounded by startTime/endTime); a tick is due at its planned
+fire time (the tick plus its jitter). What happens to a due tick is decided by
+:func:`plan_tick`: excluded, too late, skipped, buffered or fired.
 """
 
 from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
-from dataclasses import dataclass, replace
-from datetime import UTC, datetime, timedelta
+from dataclasses import dataclass
+from datetime import datetime, timedelta
 from enum import StrEnum
 from typing import Any, Literal
 
-from sympozium_schedule.core.cron import Schedule, compile_schedule, floor_second
+from sympozium_schedule.core import backfill
+from sympozium_schedule.core.cron import floor_second
 from sympozium_schedule.core.errors import SpecError
 from sympozium_schedule.core.model import (
-    Condition,
-    Kind,
+    BUFFERING_POLICIES,
+    EPOCH,
     RunView,
     ScheduleSpec,
     ScheduleStatus,
@@ -34,39 +41,53 @@ from sympozium_schedule.core.model import (
     format_time,
 )
 from sympozium_schedule.core.runs import RunTemplate, build_agent_run
-
-READY = "Ready"
-TICK_SKIPPED = "TickSkipped"
-_EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
-
-# The status keys this project owns; anything else in status is left alone.
-MANAGED_STATUS_KEYS = (
-    "phase", "lastRunTime", "lastScheduleTime", "nextRunTime", "lastRunName",
-    "totalRuns", "active", "conditions", "observedGeneration",
+from sympozium_schedule.core.status import (
+    MANAGED_STATUS_KEYS,
+    READY,
+    TICK_SKIPPED,
+    Note,
+    StatusBuilder,
+    run_ref,
 )
+from sympozium_schedule.core.timetable import Timetable
+
+__all__ = [
+    "BUFFER_ALL_LIMIT", "MANAGED_STATUS_KEYS", "READY", "TICK_SKIPPED", "Decision", "Note",
+    "Outcome", "SkipReason", "Suspension", "history_to_prune", "owned_runs", "reconcile",
+]
+
+_MICRO = timedelta(microseconds=1)
+# The most ticks BufferAll keeps waiting; later ones are skipped (BufferFull).
+BUFFER_ALL_LIMIT = 100
+PAUSED_BY = "sympozium-schedule (pauseOnFailure)"
 
 
 class Outcome(StrEnum):
     FIRED = "fired"
+    BACKFILLED = "backfilled"  # a run of a past tick, asked for by a backfill
     RECORDED = "recorded"  # the tick's run already existed; only the status was behind
     SKIPPED = "skipped"
+    BUFFERED = "buffered"  # the tick waits for the unfinished run (BufferOne, BufferAll)
     IDLE = "idle"
     SUSPENDED = "suspended"
+    PAUSED = "paused"  # a run failed and pauseOnFailure suspends the schedule
+    COMPLETED = "completed"  # maxRuns reached or endTime passed: no more fires
     ERROR = "error"
 
 
 class SkipReason(StrEnum):
     FORBID = "ConcurrencyPolicyForbid"
     DEADLINE = "MissedStartingDeadline"
+    EXCLUDED = "Excluded"
+    BUFFER_FULL = "BufferFull"
 
 
 @dataclass(frozen=True, slots=True)
-class Note:
-    """Something a person should see: becomes a Kubernetes Event on the schedule."""
+class Suspension:
+    """Suspend the schedule with a note (pauseOnFailure): the runtime updates its spec."""
 
-    type: Literal["Normal", "Warning"]
+    by: str
     reason: str
-    message: str
 
 
 @dataclass(frozen=True, slots=True)
@@ -82,86 +103,28 @@ class Decision:
     # ``status`` as a parsed view (what ScheduleStatus.from_dict would give), so a
     # caller that writes it can cache its view without parsing it back.
     status_view: ScheduleStatus | None = None
-
-
-class TriggerRefused(Exception):
-    """A manual trigger that the schedule's state or policy does not allow."""
+    # When the created run's tick was planned to fire (its jitter included; for a
+    # buffered tick, the moment it could start): fire lag is measured from here.
+    planned: datetime | None = None
+    suspend: Suspension | None = None
 
 
 @dataclass(frozen=True, slots=True)
-class _Plan:
-    """What the concurrency policy makes of a due tick."""
+class TickPlan:
+    """What the policies make of a due tick."""
 
-    fire: bool
-    delete: tuple[str, ...]
-    skip: SkipReason | None
-    message: str
-
-
-class _StatusBuilder:
-    """Accumulates the next status from the stored one, keeping transitions stable."""
-
-    def __init__(self, schedule: ScheduleView, now: datetime):
-        st = schedule.status
-        self.now = now
-        self.generation = schedule.meta.generation
-        self.previous = {c.type: c for c in st.conditions}
-        self.conditions: dict[str, Condition] = dict(self.previous)
-        self.notes: list[Note] = []
-        self.phase = st.phase
-        self.last_run_time = st.last_run_time
-        self.last_schedule_time = st.last_schedule_time
-        self.next_run_time: datetime | None = st.next_run_time
-        self.last_run_name = st.last_run_name
-        self.total_runs = st.total_runs
-
-    def condition(self, type_: str, status: Literal["True", "False"], reason: str,
-                  message: str, *, note: Literal["Normal", "Warning"] | None = None) -> None:
-        old = self.previous.get(type_)
-        changed = old is None or old.status != status or old.reason != reason
-        since = old.last_transition_time if old and old.status == status else format_time(
-            floor_second(self.now))
-        self.conditions[type_] = Condition(type_, status, reason, message, since, self.generation)
-        if note is not None and changed:
-            self.notes.append(Note(note, reason, message))
-
-    def _ordered_conditions(self) -> list[Condition]:
-        order = [READY, TICK_SKIPPED]
-        return sorted(self.conditions.values(),
-                      key=lambda c: (order.index(c.type) if c.type in order else 99, c.type))
-
-    def view(self, active: Sequence[dict[str, Any]]) -> ScheduleStatus:
-        """What :meth:`build` gives, parsed (kept equal by tests/core)."""
-        return ScheduleStatus(
-            phase=self.phase or None, last_run_time=self.last_run_time,
-            last_schedule_time=self.last_schedule_time, next_run_time=self.next_run_time,
-            last_run_name=self.last_run_name or None, total_runs=self.total_runs,
-            observed_generation=self.generation, conditions=tuple(self._ordered_conditions()),
-            active=tuple(active))
-
-    def build(self, active: Sequence[dict[str, Any]]) -> dict[str, Any]:
-        status: dict[str, Any] = {"observedGeneration": self.generation}
-        if self.phase:
-            status["phase"] = self.phase
-        if self.last_run_time:
-            status["lastRunTime"] = format_time(self.last_run_time)
-        if self.last_schedule_time:
-            status["lastScheduleTime"] = format_time(self.last_schedule_time)
-        if self.next_run_time:
-            status["nextRunTime"] = format_time(self.next_run_time)
-        if self.last_run_name:
-            status["lastRunName"] = self.last_run_name
-        status["totalRuns"] = self.total_runs
-        if active:
-            status["active"] = list(active)
-        if self.conditions:
-            status["conditions"] = [c.to_dict() for c in self._ordered_conditions()]
-        return status
+    action: Literal["fire", "skip", "buffer"]
+    delete: tuple[str, ...] = ()
+    skip: SkipReason | None = None
+    message: str = ""
 
 
-def _ref(namespace: str, name: str) -> dict[str, Any]:
-    return {"apiVersion": Kind.AGENT_RUN.api_version, "kind": Kind.AGENT_RUN.value,
-            "name": name, "namespace": namespace}
+@dataclass(frozen=True, slots=True)
+class _Ticks:
+    due: datetime | None  # the tick to handle now
+    due_at: datetime | None  # when it was planned to fire
+    next: datetime | None  # the next tick after it (status.nextRunTime)
+    next_at: datetime | None  # when that one is planned to fire (the wake-up)
 
 
 def owned_runs(schedule: ScheduleView, runs: Sequence[RunView]) -> list[RunView]:
@@ -180,60 +143,122 @@ def history_to_prune(spec: ScheduleSpec, runs: Sequence[RunView]) -> list[str]:
     return sorted(doomed)
 
 
-def _plan(spec: ScheduleSpec, active: Sequence[RunView], due: datetime,
-          now: datetime) -> _Plan:
-    late = now - due
+def plan_tick(spec: ScheduleSpec, table: Timetable | None, active: Sequence[RunView],
+              due: datetime, due_at: datetime, now: datetime, *, busy: bool,
+              buffered: int) -> TickPlan:
+    """Excluded, too late, or what the concurrency policy makes of it. ``busy``: a run
+    of the schedule is unfinished, or one starts in this very decision."""
+    tick = format_time(due)
+    exclusion = table.excluded_by(due) if table is not None else None
+    if exclusion is not None:
+        return TickPlan("skip", skip=SkipReason.EXCLUDED,
+                     message=f"skipped the {tick} tick: excluded by spec.exclude ({exclusion.text})")
+    late = now - due_at
     deadline = spec.starting_deadline_seconds
     if deadline is not None and late.total_seconds() > deadline:  # (no timedelta: int64 fits)
-        return _Plan(False, (), SkipReason.DEADLINE,
-                     f"skipped the {format_time(due)} tick: it is {late.total_seconds():.0f}s "
-                     f"late, beyond startingDeadlineSeconds={deadline}")
-    if active and spec.concurrency_policy == "Forbid":
-        blocking = active[-1]
-        return _Plan(False, (), SkipReason.FORBID,
-                     f"skipped the {format_time(due)} tick: AgentRun {blocking.name} is still "
-                     f"{blocking.phase or 'Pending'} (concurrencyPolicy: Forbid)")
-    if active and spec.concurrency_policy == "Replace":
+        return TickPlan("skip", skip=SkipReason.DEADLINE,
+                     message=f"skipped the {tick} tick: it is {late.total_seconds():.0f}s late, "
+                             f"beyond startingDeadlineSeconds={deadline}")
+    if not busy:
+        return TickPlan("fire")
+    policy = spec.concurrency_policy
+    blocking = (f"AgentRun {active[-1].name} is still {active[-1].phase or 'Pending'}" if active
+                else "a buffered tick is starting")
+    if policy == "Forbid":
+        return TickPlan("skip", skip=SkipReason.FORBID,
+                     message=f"skipped the {tick} tick: {blocking} (concurrencyPolicy: Forbid)")
+    if policy in BUFFERING_POLICIES:
+        limit = 1 if policy == "BufferOne" else BUFFER_ALL_LIMIT
+        if buffered < limit:
+            return TickPlan("buffer", message=f"the {tick} tick waits: {blocking} "
+                                           f"(concurrencyPolicy: {policy})")
+        return TickPlan("skip", skip=SkipReason.BUFFER_FULL,
+                     message=f"skipped the {tick} tick: {blocking} and {buffered} tick(s) already "
+                             f"wait, the most concurrencyPolicy: {policy} keeps")
+    if policy == "Replace" and active:
         names = tuple(r.name for r in active)
-        return _Plan(True, names, None,
-                     f"deleted unfinished AgentRun(s) {', '.join(names)} to start the "
-                     f"{format_time(due)} run (concurrencyPolicy: Replace)")
-    return _Plan(True, (), None, "")
+        return TickPlan("fire", delete=names,
+                     message=f"deleted unfinished AgentRun(s) {', '.join(names)} to start the "
+                             f"{tick} run (concurrencyPolicy: Replace)")
+    return TickPlan("fire")
 
 
-def _due_and_next(schedule: ScheduleView, spec: ScheduleSpec, compiled: Schedule,
-                  cursor: datetime | None, now: datetime) -> tuple[datetime | None, datetime | None]:
-    """The tick to handle now (if any) and the next fire time after it.
+def _ticks(schedule: ScheduleView, spec: ScheduleSpec, table: Timetable,
+           cursor: datetime | None, now: datetime) -> _Ticks:
+    """The tick to handle now (if any) and the next one after it.
 
     Written to cost one or two forward queries in the common cases (nothing due;
     exactly one tick due) and to look backwards only after a gap of several
     missed ticks, because this runs for every schedule on every fire and start.
+    The creation tick of ``firstTick: immediate`` is never delayed by jitter.
     """
-    creation = schedule.meta.creation or _EPOCH
+    creation = schedule.meta.creation or EPOCH
     initial: datetime | None = None
     if cursor is None:
         if spec.first_tick == "immediate":
-            initial = floor_second(creation)
-            if initial > now:  # our clock is behind the store's: due at creation
-                return None, initial
-            cursor = initial - timedelta(microseconds=1)  # the creation tick itself counts
+            initial = floor_second(max(creation, table.start) if table.start else creation)
+            if table.end is not None and initial > table.end:
+                initial, cursor = None, creation
+            elif initial > now:  # our clock is behind the store's, or startTime is ahead
+                return _Ticks(None, None, initial, initial)
+            else:
+                cursor = initial - _MICRO  # the creation tick itself counts
         else:
             cursor = creation
-    upcoming_tick = compiled.next_after(cursor)
-    if upcoming_tick is None or upcoming_tick > now:
-        if initial is not None:
-            return initial, upcoming_tick
-        return None, upcoming_tick
-    following = compiled.next_after(upcoming_tick)
-    if following is None or following > now:
-        return upcoming_tick, following
-    return compiled.latest_at_or_before(now), compiled.next_after(now)
+    fire = table.fire_time
+    upcoming = table.next_after(cursor)
+    if upcoming is None or fire(upcoming) > now:
+        upcoming_at = fire(upcoming) if upcoming is not None else None
+        return _Ticks(initial, initial, upcoming, upcoming_at)
+    following = table.next_after(upcoming)
+    if following is None or fire(following) > now:
+        return _Ticks(upcoming, fire(upcoming), following,
+                      fire(following) if following is not None else None)
+    latest = table.latest_at_or_before(now)
+    if latest is not None and fire(latest) > now:  # its jitter has not elapsed yet
+        latest = table.latest_at_or_before(latest - _MICRO)
+    assert latest is not None  # ``following`` is at or before now
+    after = table.next_after(latest)
+    return _Ticks(latest, fire(latest), after, fire(after) if after is not None else None)
 
 
-def _error(builder: _StatusBuilder, exc: SpecError, hint: str) -> None:
-    builder.phase = "Error"
-    builder.next_run_time = None
-    builder.condition(READY, "False", exc.reason, f"{exc} ({hint})", note="Warning")
+def _error(b: StatusBuilder, exc: SpecError, hint: str) -> None:
+    b.phase = "Error"
+    b.next_run_time = b.next_fire_time = None
+    b.condition(READY, "False", exc.reason, f"{exc} ({hint})", note="Warning")
+
+
+def _complete(b: StatusBuilder, reason: str, message: str) -> None:
+    b.phase = "Completed"
+    b.next_run_time = b.next_fire_time = None
+    b.buffered = []
+    b.condition(READY, "False", reason, message, note="Normal")
+
+
+def _skipped(b: StatusBuilder, reason: SkipReason, message: str) -> None:
+    b.condition(TICK_SKIPPED, "True", reason.value, message)
+    # Every skip is its own occurrence: an event each time, not only on transitions.
+    warning = reason in (SkipReason.DEADLINE, SkipReason.BUFFER_FULL)
+    b.notes.append(Note("Warning" if warning else "Normal", "TickSkipped", message))
+
+
+def _failure_to_pause(b: StatusBuilder, spec: ScheduleSpec, mine: Sequence[RunView],
+                      edited: bool) -> Suspension | None:
+    """pauseOnFailure: a run that failed since the last one acted on suspends the schedule.
+    A failure older than the last edit of the spec (turning pauseOnFailure on, say) is
+    taken as known, never acted on."""
+    if not spec.pause_on_failure:
+        b.last_failed_run = None
+        return None
+    failed = [r for r in mine if r.finished and not r.succeeded]
+    newest = max(failed, key=lambda r: r.order_key, default=None)
+    if newest is None or newest.name == b.last_failed_run:
+        return None
+    b.last_failed_run = newest.name
+    if edited or spec.suspend:
+        return None
+    why = newest.error or f"phase {newest.phase}"
+    return Suspension(PAUSED_BY, f"AgentRun {newest.name} failed: {why}")
 
 
 def reconcile(
@@ -247,16 +272,30 @@ def reconcile(
 
     ``instance`` is the SympoziumInstance (or the :class:`RunTemplate` derived
     from it, which callers cache per instance version)."""
-    b = _StatusBuilder(schedule, now)
+    b = StatusBuilder(schedule, now)
+    namespace = schedule.meta.namespace
     mine = owned_runs(schedule, runs)
     active = sorted((r for r in mine if not r.finished), key=lambda r: r.order_key)
-    active_refs = [_ref(schedule.meta.namespace, r.name) for r in active]
+    active_refs = [run_ref(namespace, r.name) for r in active]
+
+    backfilling: backfill.Backfilling | None = None  # set once the schedule can have runs
 
     def done(outcome: Outcome, *, delete: tuple[str, ...] = (), wake: datetime | None = None,
              refs: Sequence[dict[str, Any]] = active_refs, create: dict[str, Any] | None = None,
-             tick: datetime | None = None, skip: SkipReason | None = None) -> Decision:
+             tick: datetime | None = None, skip: SkipReason | None = None,
+             planned: datetime | None = None, suspend: Suspension | None = None) -> Decision:
+        if backfilling is not None:
+            extra = backfilling.advance(b, busy=create is not None, now=now)
+            if extra.wake is not None:
+                wake = min(wake, extra.wake) if wake is not None else extra.wake
+            if extra.run is not None:
+                assert create is None
+                create, outcome, tick = extra.run, Outcome.BACKFILLED, extra.tick
+                delete = tuple(dict.fromkeys(extra.delete + delete))
+                refs = [r for r in refs if r["name"] not in extra.delete]
+                refs.append(run_ref(namespace, extra.run["metadata"]["name"]))
         return Decision(b.build(refs), create, tick, delete, tuple(b.notes), wake, outcome, skip,
-                        b.view(refs))
+                        b.view(refs), planned, suspend)
 
     spec = schedule.spec
     if spec is None:
@@ -264,28 +303,37 @@ def reconcile(
         _error(b, schedule.spec_error, "fix the field and apply again")
         return done(Outcome.ERROR)
     prune = tuple(history_to_prune(spec, mine))
-    try:
-        compiled = compile_schedule(
-            spec.schedule, time_zone=spec.time_zone, anchor=schedule.meta.creation or _EPOCH
-        )
-    except SpecError as exc:
-        _error(b, exc, "fix the expression and apply again")
+    table = schedule.timetable
+    if isinstance(table, SpecError):
+        timing = table.reason in ("InvalidSchedule", "InvalidTimeZone")
+        _error(b, table, "fix the expression and apply again" if timing
+               else "fix the field and apply again")
         return done(Outcome.ERROR, delete=prune)
+    assert table is not None, "ScheduleView.of compiles the timetable of a valid spec"
 
     st = schedule.status
+    edited = st.observed_generation is not None and st.observed_generation != schedule.meta.generation
+    pause = _failure_to_pause(b, spec, mine, edited)
+    if pause is not None:
+        b.notes.append(Note("Warning", "PausedOnFailure", f"suspending the schedule: {pause.reason}"))
+        return done(Outcome.PAUSED, delete=prune, suspend=pause)
+
     was_suspended = st.phase == "Suspended"
     if spec.suspend:
         b.phase = "Suspended"
-        b.next_run_time = None
-        b.condition(READY, "False", "Suspended",
-                    "spec.suspend is true: no runs are created until it is set to false",
-                    note="Normal")
+        b.next_run_time = b.next_fire_time = None
+        b.buffered = []
+        message = "spec.suspend is true: no runs are created until it is set to false"
+        if spec.suspended_by or spec.suspend_reason:
+            message = (f"suspended by {spec.suspended_by or 'someone'}: "
+                       f"{spec.suspend_reason or 'no reason given'}")
+        b.condition(READY, "False", "Suspended", message, note="Normal")
         return done(Outcome.SUSPENDED, delete=prune)
 
     if instance is None:
         _error(b, SpecError("spec.instanceRef", spec.instance_ref,
-                            f"SympoziumInstance not found in namespace "
-                            f"{schedule.meta.namespace!r}", reason="InstanceNotFound"),
+                            f"SympoziumInstance not found in namespace {namespace!r}",
+                            reason="InstanceNotFound"),
                "create the instance or point spec.instanceRef at an existing one")
         return done(Outcome.ERROR, delete=prune)
     template = RunTemplate.of(instance)
@@ -296,137 +344,123 @@ def reconcile(
                "set spec.agents.default.model on the instance")
         return done(Outcome.ERROR, delete=prune)
 
+    backfilling = backfill.Backfilling(schedule, spec, table, template, memory, mine, active)
+    if spec.max_runs is None:
+        b.scheduled_runs = None
+    elif b.scheduled_runs is None:
+        b.scheduled_runs = 0
     cursor = st.last_schedule_time
     # Runs of ticks after the cursor exist only when a fire was cut short between
     # creating its run and writing status (a crash, a failed status write, a lost
     # race with another controller): count every one of them, move the cursor past
     # them, and never create a second run for their ticks.
     unrecorded = sorted(
-        (r for r in mine if not r.manual and r.scheduled_time is not None
+        (r for r in mine if not r.out_of_band and r.scheduled_time is not None
          and (cursor is None or r.scheduled_time > cursor)),
         key=lambda r: r.order_key)
     if unrecorded:
         newest = unrecorded[-1]
         assert newest.scheduled_time is not None
         b.total_runs += len(unrecorded)
+        if b.scheduled_runs is not None:
+            b.scheduled_runs += len(unrecorded)
         b.last_run_time = newest.scheduled_time
         b.last_run_name = newest.name
         cursor = b.last_schedule_time = newest.scheduled_time
         if TICK_SKIPPED in b.conditions:
             b.condition(TICK_SKIPPED, "False", "RunCreated",
                         f"the {format_time(newest.scheduled_time)} tick fired")
-    edited = st.observed_generation is not None and st.observed_generation != schedule.meta.generation
     if edited or was_suspended:
         cursor = max(cursor, now) if cursor else now
         b.last_schedule_time = cursor
+        b.buffered = []
     b.phase = "Active"
     b.condition(READY, "True", "Scheduled", "the schedule is valid and active",
                 note="Normal" if was_suspended else None)
+    recorded = unrecorded[-1].scheduled_time if unrecorded else None
+    if b.max_runs is not None and b.scheduled_runs is not None and b.scheduled_runs >= b.max_runs:
+        _complete(b, "MaxRunsReached", f"maxRuns ({b.max_runs}) runs have been created: "
+                                       "no further fires")
+        return done(Outcome.RECORDED if unrecorded else Outcome.COMPLETED, delete=prune,
+                    tick=recorded)
 
-    due, b.next_run_time = _due_and_next(schedule, spec, compiled, cursor, now)
-    if due is None:
+    ticks = _ticks(schedule, spec, table, cursor, now)
+    b.next_run_time = ticks.next
+    b.next_fire_time = ticks.next_at if table.jitter and ticks.next_at != ticks.next else None
+    wake = ticks.next_at
+
+    fire: datetime | None = None  # the tick whose run this decision creates
+    planned: datetime | None = None
+    too_late: datetime | None = None  # the last waiting tick dropped for the deadline
+    # A waiting tick starts as soon as nothing of this schedule is running.
+    while b.buffered and not active and fire is None:
+        waiting = b.buffered.pop(0)
+        late = now - table.fire_time(waiting)
+        deadline = spec.starting_deadline_seconds
+        if deadline is not None and late.total_seconds() > deadline:
+            _skipped(b, SkipReason.DEADLINE,
+                     f"skipped the buffered {format_time(waiting)} tick: it is "
+                     f"{late.total_seconds():.0f}s late, beyond startingDeadlineSeconds={deadline}")
+            too_late = waiting
+            continue
+        fire, planned = waiting, now
+
+    plan: TickPlan | None = None
+    if ticks.due is not None:
+        b.last_schedule_time = ticks.due
+        assert ticks.due_at is not None
+        plan = plan_tick(spec, table, active, ticks.due, ticks.due_at, now,
+                     busy=bool(active) or fire is not None, buffered=len(b.buffered))
+        if plan.action == "skip":
+            assert plan.skip is not None
+            _skipped(b, plan.skip, plan.message)
+        elif plan.action == "buffer":
+            b.buffered.append(ticks.due)
+            b.notes.append(Note("Normal", "TickBuffered", plan.message))
+        else:
+            fire, planned = ticks.due, ticks.due_at
+
+    if fire is None:
+        if table.end is not None and ticks.next is None and not b.buffered:
+            _complete(b, "EndTimeReached", f"endTime {format_time(table.end)} has passed: "
+                                           "no further fires")
+            wake = None
+        if plan is not None and plan.action == "buffer":
+            return done(Outcome.BUFFERED, delete=prune, wake=wake, tick=ticks.due)
+        if plan is not None:
+            return done(Outcome.SKIPPED, delete=prune, wake=wake, skip=plan.skip, tick=ticks.due)
+        if too_late is not None:
+            return done(Outcome.SKIPPED, delete=prune, wake=wake, skip=SkipReason.DEADLINE,
+                        tick=too_late)
         if unrecorded:
-            return done(Outcome.RECORDED, delete=prune, wake=b.next_run_time,
-                        tick=unrecorded[-1].scheduled_time)
-        return done(Outcome.IDLE, delete=prune, wake=b.next_run_time)
+            return done(Outcome.RECORDED, delete=prune, wake=wake, tick=recorded)
+        idle = Outcome.COMPLETED if b.phase == "Completed" else Outcome.IDLE
+        return done(idle, delete=prune, wake=wake)
 
-    b.last_schedule_time = due
-    plan = _plan(spec, active, due, now)
-    if not plan.fire:
-        assert plan.skip is not None
-        b.condition(TICK_SKIPPED, "True", plan.skip.value, plan.message)
-        # Every skip is its own occurrence: an event each time, not only on transitions.
-        b.notes.append(Note("Warning" if plan.skip is SkipReason.DEADLINE else "Normal",
-                            "TickSkipped", plan.message))
-        return done(Outcome.SKIPPED, delete=prune, wake=b.next_run_time, skip=plan.skip, tick=due)
-
-    run = build_agent_run(schedule, spec, template, memory, due)
+    run = build_agent_run(schedule, spec, template, memory, fire)
     name = run["metadata"]["name"]
-    b.last_run_time = due
+    b.last_run_time = fire
     b.last_run_name = name
     b.total_runs += 1
-    if plan.delete:
+    replaced = plan.delete if plan is not None and fire == ticks.due else ()
+    if replaced:
+        assert plan is not None
         b.notes.append(Note("Normal", "RunReplaced", plan.message))
     b.notes.append(Note("Normal", "RunCreated",
-                        f"created AgentRun {name} for the {format_time(due)} tick"))
-    if TICK_SKIPPED in b.conditions:
-        b.condition(TICK_SKIPPED, "False", "RunCreated", f"the {format_time(due)} tick fired")
-    refs = [r for r in active_refs if r["name"] not in plan.delete]
-    refs.append(_ref(schedule.meta.namespace, name))
-    return done(Outcome.FIRED, delete=plan.delete + prune, wake=b.next_run_time, refs=refs,
-                create=run, tick=due)
-
-
-def trigger(
-    schedule: ScheduleView,
-    runs: Sequence[RunView],
-    instance: Mapping[str, Any] | RunTemplate | None,
-    memory: str | None,
-    now: datetime,
-) -> Decision:
-    """A manual run now, outside the cron; the concurrency policy still applies.
-
-    The cursor is untouched: a manual run neither consumes nor replays a tick.
-    """
-    spec = schedule.spec
-    if spec is None:
-        raise TriggerRefused(f"the schedule is invalid: {schedule.spec_error}")
-    if instance is None:
-        raise TriggerRefused(
-            f"SympoziumInstance {spec.instance_ref!r} not found in namespace "
-            f"{schedule.meta.namespace!r}")
-    template = RunTemplate.of(instance)
-    if template.model is None:
-        raise TriggerRefused(
-            f"SympoziumInstance {spec.instance_ref!r} has no spec.agents.default.model")
-    b = _StatusBuilder(schedule, now)
-    active = sorted((r for r in owned_runs(schedule, runs) if not r.finished),
-                    key=lambda r: r.order_key)
-    tick = floor_second(now)
-    plan = _plan(spec.model_copy(update={"starting_deadline_seconds": None}), active, tick, now)
-    if not plan.fire:
-        raise TriggerRefused(plan.message.replace(f"skipped the {format_time(tick)} tick: ", ""))
-    run = build_agent_run(schedule, spec, template, memory, tick, manual=True)
-    name = run["metadata"]["name"]
-    b.last_run_time = tick
-    b.last_run_name = name
-    b.total_runs += 1
-    b.notes.append(Note("Normal", "RunTriggered", f"created AgentRun {name} (manual trigger)"))
-    if plan.delete:
-        b.notes.append(Note("Normal", "RunReplaced", plan.message))
-    refs = [_ref(schedule.meta.namespace, r.name) for r in active if r.name not in plan.delete]
-    refs.append(_ref(schedule.meta.namespace, name))
-    status = b.build(refs)
-    # A manual run says nothing about whether the controller has seen the latest
-    # spec; advancing observedGeneration here would hide an edit from it.
-    if schedule.status.observed_generation is None:
-        status.pop("observedGeneration", None)
-    else:
-        status["observedGeneration"] = schedule.status.observed_generation
-    return Decision(status, run, tick, plan.delete, tuple(b.notes), None, Outcome.FIRED)
-
-
-def tick_failed(schedule: ScheduleView, decision: Decision, reason: str, message: str,
-                now: datetime) -> Decision:
-    """The tick's run could not be created for a reason retrying will not fix.
-
-    ``RunNameTaken``: the name belongs to an object this schedule does not own;
-    creating under another name would break the one-run-per-tick guarantee.
-    ``RunRejected``: the store refused the run (too large, invalid). Either way
-    the tick is consumed and the schedule says why, instead of retrying forever.
-    """
-    if decision.tick is None or decision.create is None:
-        raise ValueError("tick_failed needs a decision that creates a run")
-    stored = schedule.status
-    planned = replace(schedule, status=ScheduleStatus.from_dict(decision.status))
-    b = _StatusBuilder(planned, now)
-    b.last_run_time = stored.last_run_time
-    b.last_run_name = stored.last_run_name
-    b.total_runs = stored.total_runs
-    name = decision.create["metadata"]["name"]
-    text = f"skipped the {format_time(decision.tick)} tick: {message}"
-    b.condition(TICK_SKIPPED, "True", reason, text)
-    notes = (Note("Warning", reason, text),)
-    active = [a for a in decision.status.get("active", []) if a.get("name") != name]
-    return Decision(b.build(active), None, decision.tick, (), notes,
-                    decision.wake_at, Outcome.SKIPPED, None)
+                        f"created AgentRun {name} for the {format_time(fire)} tick"))
+    if TICK_SKIPPED in b.conditions and (plan is None or plan.action == "fire"):
+        b.condition(TICK_SKIPPED, "False", "RunCreated", f"the {format_time(fire)} tick fired")
+    refs = [r for r in active_refs if r["name"] not in replaced]
+    refs.append(run_ref(namespace, name))
+    if b.scheduled_runs is not None:
+        b.scheduled_runs += 1
+        if b.max_runs is not None and b.scheduled_runs >= b.max_runs:
+            _complete(b, "MaxRunsReached", f"maxRuns ({b.max_runs}) runs have been created: "
+                                           "no further fires")
+            wake = None
+    if b.phase != "Completed" and table.end is not None and ticks.next is None and not b.buffered:
+        _complete(b, "EndTimeReached", f"endTime {format_time(table.end)} has passed: "
+                                       "no further fires")
+        wake = None
+    return done(Outcome.FIRED, delete=replaced + prune, wake=wake, refs=refs, create=run,
+                tick=fire, planned=planned)

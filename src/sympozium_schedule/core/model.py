@@ -8,15 +8,19 @@ views once per reconcile and writes status back as a dict.
 from __future__ import annotations
 
 import re
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from enum import StrEnum
 from functools import lru_cache
-from typing import Any, Literal
+from typing import TYPE_CHECKING, Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
 from sympozium_schedule.core.errors import SpecError
+
+if TYPE_CHECKING:
+    from sympozium_schedule.core.timetable import Timetable
 
 GROUP = "sympozium.ai"
 VERSION = "v1alpha1"
@@ -28,6 +32,7 @@ LABEL_TYPE = "sympozium.ai/type"
 LABEL_SOURCE = "sympozium.ai/source"
 ANNOTATION_SCHEDULED_TIME = "sympozium.ai/scheduled-time"
 ANNOTATION_TRIGGER = "sympozium.ai/trigger"
+ANNOTATION_BACKFILL = "sympozium.ai/backfill"
 ANNOTATION_PROVIDER = "sympozium.ai/provider"
 
 MEMORY_SUFFIX = "-memory"
@@ -83,6 +88,8 @@ def check_name(value: object, *, field_path: str, max_length: int = 253) -> str:
 
 # --- time ---------------------------------------------------------------------------------
 
+EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
+
 
 @lru_cache(maxsize=4096)
 def format_time(t: datetime) -> str:
@@ -110,8 +117,37 @@ def parse_time(value: object) -> datetime | None:
 # --- SympoziumSchedule --------------------------------------------------------------------
 
 ScheduleType = Literal["heartbeat", "scheduled", "sweep"]
-ConcurrencyPolicy = Literal["Forbid", "Allow", "Replace"]
+ConcurrencyPolicy = Literal["Forbid", "Allow", "Replace", "BufferOne", "BufferAll"]
+CONCURRENCY_POLICIES: tuple[str, ...] = ("Forbid", "Allow", "Replace", "BufferOne", "BufferAll")
+BUFFERING_POLICIES = ("BufferOne", "BufferAll")
 FirstTick = Literal["immediate", "afterInterval"]
+
+# A date, or an RFC 3339 time (the timetable parses it; the pattern lets the API server say so).
+_DATE_OR_TIME = (r"^[0-9]{4}-[0-9]{2}-[0-9]{2}"
+                 r"(T[0-9]{2}:[0-9]{2}:[0-9]{2}(\.[0-9]+)?(Z|[+-][0-9]{2}:[0-9]{2}))?$")
+_STRICT = ConfigDict(extra="forbid", strict=True, frozen=True, validate_by_alias=True,
+                     validate_by_name=False)
+
+
+class CronEntry(BaseModel):
+    """One entry of ``spec.schedules``: another expression, in its own zone if given."""
+
+    model_config = _STRICT
+
+    schedule: str = Field(min_length=1)
+    time_zone: str | None = Field(default=None, alias="timeZone", min_length=1)
+
+
+class ExcludeEntry(BaseModel):
+    """One entry of ``spec.exclude``: a cron expression whose minutes are excluded, or a
+    range from ``start`` to ``end`` (dates, whole days in the zone, or RFC 3339 instants)."""
+
+    model_config = _STRICT
+
+    schedule: str | None = Field(default=None, min_length=1)
+    time_zone: str | None = Field(default=None, alias="timeZone", min_length=1)
+    start: str | None = Field(default=None, pattern=_DATE_OR_TIME)
+    end: str | None = Field(default=None, pattern=_DATE_OR_TIME)
 
 
 class ScheduleSpec(BaseModel):
@@ -142,6 +178,20 @@ class ScheduleSpec(BaseModel):
         default=3, alias="successfulRunsHistoryLimit", ge=0
     )
     failed_runs_history_limit: int = Field(default=1, alias="failedRunsHistoryLimit", ge=0)
+    # Richer schedules (all optional; absent, a schedule means what Sympozium's CRD says).
+    schedules: list[CronEntry] = Field(default_factory=list, max_length=20)
+    exclude: list[ExcludeEntry] = Field(default_factory=list, max_length=100)
+    jitter: str | None = Field(default=None, min_length=1, max_length=32,
+                               pattern=r"^([0-9]+h)?([0-9]+m)?([0-9]+s)?$")
+    start_time: str | None = Field(default=None, alias="startTime",
+                                   json_schema_extra={"format": "date-time"})
+    end_time: str | None = Field(default=None, alias="endTime",
+                                 json_schema_extra={"format": "date-time"})
+    max_runs: int | None = Field(default=None, alias="maxRuns", ge=1)
+    # Optional rather than defaulted: the API server would write a default into every object.
+    pause_on_failure: bool | None = Field(default=None, alias="pauseOnFailure")
+    suspended_by: str | None = Field(default=None, alias="suspendedBy", max_length=256)
+    suspend_reason: str | None = Field(default=None, alias="suspendReason", max_length=1024)
 
     @classmethod
     def parse(cls, raw: object) -> ScheduleSpec:
@@ -164,6 +214,14 @@ def is_label_value(value: str) -> bool:
     return len(value) <= 63 and is_dns1123_subdomain(value)
 
 
+def _path(prefix: str, loc: Sequence[int | str]) -> str:
+    """``spec.exclude[1].start`` from pydantic's ``("exclude", 1, "start")``."""
+    path = prefix
+    for part in loc:
+        path += f"[{part}]" if isinstance(part, int) else f".{part}"
+    return path
+
+
 def spec_error_from(exc: ValidationError, *, prefix: str, source: dict[str, Any]) -> SpecError:
     """The first pydantic error as a one-line SpecError naming field and value.
 
@@ -172,11 +230,11 @@ def spec_error_from(exc: ValidationError, *, prefix: str, source: dict[str, Any]
     errors = exc.errors()
     err = errors[0]
     loc = [str(p) for p in err["loc"]]
-    path = ".".join([prefix, *loc]) if loc else prefix
+    path = _path(prefix, err["loc"])
     kind = err["type"]
     value: object = err.get("input")
     if kind == "missing":
-        unknown = [".".join([prefix, *(str(p) for p in e["loc"])]) for e in errors
+        unknown = [_path(prefix, e["loc"]) for e in errors
                    if e["type"] == "extra_forbidden" and len(e["loc"]) == len(loc)
                    and [str(p) for p in e["loc"][:-1]] == loc[:-1]]
         if unknown:
@@ -243,6 +301,12 @@ class ScheduleStatus:
     observed_generation: int | None = None
     conditions: tuple[Condition, ...] = ()
     active: tuple[dict[str, Any], ...] = ()
+    # Richer schedules: ticks waiting for a run to finish (BufferOne/BufferAll), runs its
+    # ticks created while maxRuns is set, the newest failed run seen (pauseOnFailure).
+    buffered: tuple[datetime, ...] = ()
+    scheduled_runs: int | None = None
+    last_failed_run: str | None = None
+    backfill: dict[str, Any] | None = None
 
     @classmethod
     def from_dict(cls, raw: object) -> ScheduleStatus:
@@ -254,6 +318,10 @@ class ScheduleStatus:
         active = raw.get("active")
         phase = raw.get("phase")
         last_name = raw.get("lastRunName")
+        buffered = raw.get("buffered")
+        scheduled = raw.get("scheduledRuns")
+        failed = raw.get("lastFailedRun")
+        backfill = raw.get("backfill")
         return cls(
             phase=phase if isinstance(phase, str) else None,
             last_run_time=parse_time(raw.get("lastRunTime")),
@@ -267,6 +335,11 @@ class ScheduleStatus:
             ) if isinstance(conds, list) else (),
             active=tuple(a for a in active if isinstance(a, dict))
             if isinstance(active, list) else (),
+            buffered=tuple(t for t in (parse_time(x) for x in buffered) if t is not None)
+            if isinstance(buffered, list) else (),
+            scheduled_runs=scheduled if isinstance(scheduled, int) and scheduled >= 0 else None,
+            last_failed_run=failed if isinstance(failed, str) and failed else None,
+            backfill=backfill if isinstance(backfill, dict) else None,
         )
 
     def condition(self, type_: str) -> Condition | None:
@@ -315,12 +388,14 @@ class ObjectView:
 
 @dataclass(frozen=True, slots=True)
 class ScheduleView:
-    """A SympoziumSchedule as the core sees it: the spec parsed or the reason it is not."""
+    """A SympoziumSchedule as the core sees it: the spec parsed or the reason it is not,
+    and its timetable compiled (or the timing field at fault)."""
 
     meta: ObjectView
     spec: ScheduleSpec | None
     spec_error: SpecError | None
     status: ScheduleStatus
+    timetable: Timetable | SpecError | None = None
 
     @classmethod
     def of(cls, obj: dict[str, Any], *, previous: ScheduleView | None = None) -> ScheduleView:
@@ -331,7 +406,7 @@ class ScheduleView:
         if (previous is not None and previous.meta.uid == meta.uid
                 and previous.meta.generation == meta.generation and meta.uid):
             return cls(meta, previous.spec, previous.spec_error,
-                       ScheduleStatus.from_dict(obj.get("status")))
+                       ScheduleStatus.from_dict(obj.get("status")), previous.timetable)
         spec: ScheduleSpec | None = None
         error: SpecError | None = None
         try:
@@ -343,7 +418,18 @@ class ScheduleView:
                 )
         except SpecError as exc:
             spec, error = None, exc
-        return cls(meta, spec, error, ScheduleStatus.from_dict(obj.get("status")))
+        timetable: Timetable | SpecError | None = None
+        if spec is not None:
+            # Imported here: the timetable is built from this module's types.
+            from sympozium_schedule.core.timetable import compile_timetable
+
+            try:
+                timetable = compile_timetable(
+                    spec, anchor=meta.creation or EPOCH,
+                    seed=meta.uid or f"{meta.namespace}/{meta.name}")
+            except SpecError as exc:
+                timetable = exc
+        return cls(meta, spec, error, ScheduleStatus.from_dict(obj.get("status")), timetable)
 
 
 @dataclass(frozen=True, slots=True)
@@ -355,7 +441,19 @@ class RunView:
     scheduled_time: datetime | None
     creation: datetime | None
     owner_uids: tuple[str, ...]
-    manual: bool = False  # started by a trigger, outside the cron
+    # Not a tick's fire: "manual" (trigger) or "backfill"; "" for a scheduled run.
+    trigger: str = ""
+    error: str = ""
+
+    @property
+    def manual(self) -> bool:
+        return self.trigger == "manual"
+
+    @property
+    def out_of_band(self) -> bool:
+        """Created outside the tick stream (a trigger or a backfill): it neither
+        consumes nor records a tick."""
+        return self.trigger != ""
 
     @property
     def finished(self) -> bool:
@@ -374,13 +472,16 @@ class RunView:
         meta = ObjectView.of(obj)
         status = obj.get("status") or {}
         phase = status.get("phase") if isinstance(status, dict) else None
+        error = status.get("error") if isinstance(status, dict) else None
+        trigger = meta.annotations.get(ANNOTATION_TRIGGER, "")
         return cls(
             name=meta.name,
             phase=phase if isinstance(phase, str) else "",
             scheduled_time=parse_time(meta.annotations.get(ANNOTATION_SCHEDULED_TIME)),
             creation=meta.creation,
             owner_uids=meta.owner_uids,
-            manual=meta.annotations.get(ANNOTATION_TRIGGER) == "manual",
+            trigger=trigger if trigger in ("manual", "backfill") else "",
+            error=error if isinstance(error, str) else "",
         )
 
 

@@ -183,6 +183,7 @@ def build_agent_run(
     tick: datetime,
     *,
     manual: bool = False,
+    backfill: bool = False,
 ) -> dict[str, Any]:
     """The AgentRun object for ``tick`` (a whole-second UTC instant)."""
     meta = schedule.meta
@@ -190,6 +191,8 @@ def build_agent_run(
     annotations = {ANNOTATION_SCHEDULED_TIME: format_time(tick)}
     if manual:
         annotations[ANNOTATION_TRIGGER] = "manual"
+    elif backfill:  # named as the tick's own run: a tick that ran is never backfilled twice
+        annotations[ANNOTATION_TRIGGER] = "backfill"
     run_spec: dict[str, Any] = {
         "instanceRef": spec.instance_ref,
         "agentId": f"schedule-{meta.name}",

@@ -105,17 +105,84 @@ SPEC_DESCRIPTIONS: dict[str, str] = {
     "failedRunsHistoryLimit": (
         "FailedRunsHistoryLimit is how many finished, not succeeded AgentRuns of this\n"
         "schedule are kept; older ones are deleted. Added by sympozium-schedule."),
+    "schedules": (
+        "Schedules are more expressions the schedule fires on, merged with schedule into\n"
+        "one stream of ticks (a tick two expressions share fires once). Each may name its\n"
+        "own timeZone (default: spec.timeZone). Added by sympozium-schedule."),
+    "exclude": (
+        "Exclude lists ticks that are skipped (recorded with reason Excluded): a cron\n"
+        "expression (every tick in a minute it matches, e.g. \"* * 25 12 *\" for Christmas\n"
+        "Day) or a range from start to end (dates YYYY-MM-DD, whole days in the timeZone\n"
+        "with the end day included, or RFC 3339 times, the end excluded).\n"
+        "Added by sympozium-schedule."),
+    "jitter": (
+        "Jitter delays each fire by up to this long (e.g. 30s), by an amount derived from\n"
+        "the schedule and the tick, so a restart or a second replica plans the same\n"
+        "instant. It must be shorter than the shortest time between two ticks and at\n"
+        "most 1h. The run's scheduled-time annotation keeps the tick; status.nextFireTime\n"
+        "shows the planned fire time. Added by sympozium-schedule."),
+    "startTime": (
+        "StartTime: no tick before this time fires (RFC 3339). With firstTick: immediate,\n"
+        "the first run is at startTime when the schedule is created earlier.\n"
+        "Added by sympozium-schedule."),
+    "endTime": (
+        "EndTime: no tick after this time fires (RFC 3339); once it has passed the\n"
+        "schedule is Completed. Added by sympozium-schedule."),
+    "maxRuns": (
+        "MaxRuns completes the schedule after its ticks have created this many runs\n"
+        "(manual triggers and backfills do not count): phase Completed, no further fires,\n"
+        "nothing deleted. status.remainingRuns counts down. Added by sympozium-schedule."),
+    "pauseOnFailure": (
+        "PauseOnFailure suspends the schedule when one of its runs fails, naming the run\n"
+        "in suspendReason; resume by setting suspend to false. Added by sympozium-schedule."),
+    "suspendedBy": (
+        "SuspendedBy says who suspended the schedule (set with suspend by the CLI, the\n"
+        "API and pauseOnFailure; cleared on resume). Added by sympozium-schedule."),
+    "suspendReason": (
+        "SuspendReason says why the schedule is suspended (kept until resume).\n"
+        "Added by sympozium-schedule."),
 }
 
+# The fields of the list entries above, by model name.
+NESTED_DESCRIPTIONS: dict[str, dict[str, str]] = {
+    "CronEntry": {
+        "": "One more expression the schedule fires on.",
+        "schedule": "Schedule is a cron expression, a macro or @every <duration>.",
+        "timeZone": "TimeZone is the IANA zone it is evaluated in (default: spec.timeZone).",
+    },
+    "ExcludeEntry": {
+        "": "Ticks to skip: a cron expression, or a range from start to end.",
+        "schedule": "Schedule excludes every tick in a minute this cron expression matches.",
+        "timeZone": "TimeZone is the zone of schedule and of dates (default: spec.timeZone).",
+        "start": "Start is a date (YYYY-MM-DD) or an RFC 3339 time: the first excluded.",
+        "end": "End is a date (included) or an RFC 3339 time (excluded).",
+    },
+}
+
+# What the server checks beyond the types: rules that span fields (CEL).
+SPEC_RULES = (
+    {"rule": "!has(self.startTime) || !has(self.endTime) || "
+             "timestamp(self.endTime) > timestamp(self.startTime)",
+     "message": "spec.endTime must be after spec.startTime"},
+)
+EXCLUDE_RULES = (
+    {"rule": "has(self.schedule) ? !has(self.start) && !has(self.end) : "
+             "has(self.start) && has(self.end)",
+     "message": "an exclude entry is either a schedule, or both start and end"},
+)
+
 # The JSON Schema keywords a model constraint may become; anything else in the model's
-# schema (a union, a nested model) has no structural equivalent here and fails loudly.
+# schema (a union, a map) has no structural equivalent here and fails loudly.
 _CARRIED = ("type", "format", "enum", "default", "minimum", "maximum", "minLength", "maxLength",
-            "pattern")
+            "pattern", "maxItems")
+# Dropped without a loss: a structural schema prunes unknown fields by itself.
+_IGNORED = ("title", "description", "additionalProperties")
 
 
-def _structural(name: str, prop: Mapping[str, Any]) -> dict[str, Any]:
-    """One property of ScheduleSpec's JSON Schema as a structural CRD schema."""
-    out = {k: v for k, v in prop.items() if k != "title"}
+def _structural(name: str, prop: Mapping[str, Any], defs: Mapping[str, Any]) -> dict[str, Any]:
+    """One property of ScheduleSpec's JSON Schema as a structural CRD schema (lists of
+    nested models included, their fields described by NESTED_DESCRIPTIONS)."""
+    out = {k: v for k, v in prop.items() if k not in _IGNORED}
     if "anyOf" in out:
         # ``int | None``: optional is the CRD's way to say None, so the null branch goes.
         branches = [b for b in out.pop("anyOf") if b.get("type") != "null"]
@@ -124,11 +191,39 @@ def _structural(name: str, prop: Mapping[str, Any]) -> dict[str, Any]:
         out = dict(branches[0]) | out
         if out.get("default", 0) is None:
             del out["default"]
+    if out.get("type") == "array" and "items" in out:
+        items = out.pop("items")
+        ref = items.get("$ref", "")
+        model = ref.rsplit("/", 1)[-1]
+        if not ref or model not in defs or model not in NESTED_DESCRIPTIONS:
+            raise ValueError(f"spec.{name}: a list of {items} has no description")
+        if out.pop("default", None) not in (None, []):
+            raise ValueError(f"spec.{name}: a list default other than empty")
+        carried = {k: out[k] for k in _CARRIED if k in out}
+        return carried | {"items": _nested(f"{name}[]", model, defs)}
     unknown = set(out) - set(_CARRIED)
     if unknown or "type" not in out:
         raise ValueError(f"spec.{name}: cannot express {sorted(unknown) or 'an untyped field'} "
                          "in a structural schema")
     return {k: out[k] for k in _CARRIED if k in out}
+
+
+def _nested(path: str, model: str, defs: Mapping[str, Any]) -> dict[str, Any]:
+    schema = defs[model]
+    words = NESTED_DESCRIPTIONS[model]
+    properties = {}
+    for field, prop in schema["properties"].items():
+        if field not in words:
+            raise ValueError(f"spec.{path}.{field} has no description: add it to "
+                             "NESTED_DESCRIPTIONS")
+        properties[field] = {"description": words[field],
+                             **_structural(f"{path}.{field}", prop, defs)}
+    out: dict[str, Any] = {"description": words[""], "properties": properties, "type": "object"}
+    if schema.get("required"):
+        out["required"] = sorted(schema["required"])
+    if model == "ExcludeEntry":
+        out["x-kubernetes-validations"] = [dict(r) for r in EXCLUDE_RULES]
+    return out
 
 
 def upstream_crd() -> dict[str, Any]:
@@ -152,23 +247,26 @@ def spec_schema() -> dict[str, Any]:
     have none, and ours must accept whatever theirs accepts; the controller still reports
     such a spec as invalid in the Ready condition)."""
     model = ScheduleSpec.model_json_schema(by_alias=True, mode="validation")
+    defs = model.get("$defs", {})
     theirs = sympozium_fields()
     properties: dict[str, Any] = {}
     for name, prop in model["properties"].items():
         if name not in SPEC_DESCRIPTIONS:
             raise ValueError(f"spec.{name} has no description: add it to SPEC_DESCRIPTIONS")
-        schema = _structural(name, prop)
+        schema = _structural(name, prop, defs)
         if name in theirs:
             schema = {k: v for k, v in schema.items() if k in theirs[name]}
         properties[name] = {"description": SPEC_DESCRIPTIONS[name], **schema}
     return {
         "description": (
             "SympoziumScheduleSpec defines a recurring task for a SympoziumInstance.\n"
-            "Sympozium's fields, plus timeZone, startingDeadlineSeconds, firstTick and the\n"
-            "run history limits added by sympozium-schedule."),
+            "Sympozium's fields, plus the fields marked \"Added by sympozium-schedule\"\n"
+            "(time zone, deadline, first tick, history limits, several expressions,\n"
+            "exclusions, jitter, a time window, a run limit, buffered overlap, pause notes)."),
         "properties": dict(sorted(properties.items())),
         "required": sorted(model.get("required", [])),
         "type": "object",
+        "x-kubernetes-validations": [dict(r) for r in SPEC_RULES],
     }
 
 
@@ -264,6 +362,24 @@ _STATUS_PROPERTIES: dict[str, Any] = {
         "items": _CONDITION,
         "type": "array",
     },
+    "backfill": {
+        "description": (
+            "Backfill is the progress of the backfill asked for with the\n"
+            "sympozium.ai/backfill annotation."),
+        "type": "object",
+        "x-kubernetes-preserve-unknown-fields": True,
+    },
+    "buffered": {
+        "description": (
+            "Buffered lists the ticks waiting for the unfinished run to finish\n"
+            "(concurrencyPolicy BufferOne or BufferAll), oldest first."),
+        "items": {"format": "date-time", "type": "string"},
+        "type": "array",
+    },
+    "lastFailedRun": {
+        "description": "LastFailedRun is the newest failed AgentRun seen (pauseOnFailure).",
+        "type": "string",
+    },
     "lastRunName": {
         "description": "LastRunName is the name of the most recently created AgentRun.",
         "type": "string",
@@ -280,6 +396,13 @@ _STATUS_PROPERTIES: dict[str, Any] = {
         "format": "date-time",
         "type": "string",
     },
+    "nextFireTime": {
+        "description": (
+            "NextFireTime is when the next tick is planned to fire: nextRunTime plus its\n"
+            "jitter (only with spec.jitter)."),
+        "format": "date-time",
+        "type": "string",
+    },
     "nextRunTime": {
         "description": "NextRunTime is the computed next trigger time.",
         "format": "date-time",
@@ -292,8 +415,18 @@ _STATUS_PROPERTIES: dict[str, Any] = {
         "type": "integer",
     },
     "phase": {
-        "description": "Phase is the current phase (Active, Suspended, Error).",
+        "description": "Phase is the current phase (Active, Suspended, Completed, Error).",
         "type": "string",
+    },
+    "remainingRuns": {
+        "description": "RemainingRuns is how many more runs maxRuns allows.",
+        "format": "int64",
+        "type": "integer",
+    },
+    "scheduledRuns": {
+        "description": "ScheduledRuns counts the runs ticks created while maxRuns is set.",
+        "format": "int64",
+        "type": "integer",
     },
     "totalRuns": {
         "description": "TotalRuns is the total number of runs triggered by this schedule.",

@@ -31,10 +31,10 @@ from sympozium_schedule.core.decide import (
     MANAGED_STATUS_KEYS,
     Decision,
     Outcome,
+    Suspension,
     reconcile,
-    tick_failed,
-    trigger,
 )
+from sympozium_schedule.core.manual import tick_failed, trigger
 from sympozium_schedule.core.merge import diff_patch
 from sympozium_schedule.core.model import (
     LABEL_SCHEDULE,
@@ -320,6 +320,9 @@ class Controller:
                 self._arm(key, decision.wake_at)
                 self._retries.pop(key, None)
                 continue
+            if decision.suspend is not None:  # a spec update after the status: not batched
+                await self._execute(key, obj, view, decision, now)
+                continue
             chunk.append((key, obj, view, decision))
             if len(chunk) >= self.settings.chunk_size:
                 await send(chunk)
@@ -399,6 +402,7 @@ class Controller:
     @staticmethod
     def _nothing_to_write(obj: Obj, decision: Decision) -> bool:
         return (decision.create is None and not decision.delete and not decision.notes
+                and decision.suspend is None
                 and not diff_patch(obj.get("status") or {}, decision.status, MANAGED_STATUS_KEYS))
 
     def _view(self, key: Key, obj: Obj) -> ScheduleView:
@@ -469,6 +473,10 @@ class Controller:
                 await self._delete_run(ns, run_name)
             if decision.create is not None:
                 decision = await self._create_run(view, decision, now, blog)
+            if decision.suspend is not None:
+                # The spec first: had the status (which records the failure as seen) gone
+                # first and the update then lost a race, the pause would be forgotten.
+                obj = await self._suspend(obj, decision.suspend)
             await self._write_status(obj, decision.status)
             self._account(obj, decision, key)
             self._arm(key, decision.wake_at)
@@ -527,6 +535,16 @@ class Controller:
         if gone is not None:
             self._index_run(EventType.DELETED, gone)
 
+    async def _suspend(self, obj: Obj, suspension: Suspension) -> Obj:
+        """pauseOnFailure: set spec.suspend with its note, conditional on the version the
+        decision read (a concurrent edit is a Conflict: read again, decide again)."""
+        body = {k: v for k, v in obj.items() if k != "status"}
+        body["spec"] = dict(obj.get("spec") or {}) | {
+            "suspend": True, "suspendedBy": suspension.by, "suspendReason": suspension.reason[:1024]}
+        updated = await self.store.update(body)
+        self.schedules.observe(updated)  # notify: the suspended spec is decided again
+        return updated
+
     async def _write_status(self, obj: Obj, status: dict[str, Any]) -> None:
         patch = diff_patch(obj.get("status") or {}, status, MANAGED_STATUS_KEYS)
         if not patch:
@@ -541,9 +559,15 @@ class Controller:
         """Metrics, a log line and Events for an executed decision."""
         ns, name = key
         m = self.metrics
-        if decision.outcome is Outcome.FIRED and decision.create is not None:
+        if decision.outcome is Outcome.BACKFILLED and decision.create is not None:
+            m.fires.labels("backfill").inc()
+            log.info("backfilled", namespace=ns, schedule=name,
+                     run=decision.create["metadata"]["name"], tick=str(decision.tick))
+        elif decision.outcome is Outcome.FIRED and decision.create is not None:
             assert decision.tick is not None
-            lag = (self.clock() - decision.tick).total_seconds()
+            # From the planned fire (the tick plus its jitter; for a buffered tick, the
+            # moment it could start): the delay the scheduler added, not the one asked for.
+            lag = (self.clock() - (decision.planned or decision.tick)).total_seconds()
             m.scheduled_fires.inc()
             m.fire_lag.observe(max(lag, 0.0))
             log.info("fired", namespace=ns, schedule=name, run=decision.create["metadata"]["name"],

@@ -1,0 +1,127 @@
+"""The status a decision writes, built from the stored one.
+
+:class:`StatusBuilder` starts from the stored status and is changed field by
+field while a decision is made; conditions keep their transition time unless
+their status changes, so deciding twice on the same inputs writes nothing new.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass
+from datetime import datetime
+from typing import Any, Literal
+
+from sympozium_schedule.core.cron import floor_second
+from sympozium_schedule.core.model import (
+    Condition,
+    Kind,
+    ScheduleStatus,
+    ScheduleView,
+    format_time,
+)
+
+READY = "Ready"
+TICK_SKIPPED = "TickSkipped"
+
+# The status keys this project owns; anything else in status is left alone.
+MANAGED_STATUS_KEYS = (
+    "phase", "lastRunTime", "lastScheduleTime", "nextRunTime", "lastRunName",
+    "totalRuns", "active", "conditions", "observedGeneration",
+    "nextFireTime", "buffered", "scheduledRuns", "remainingRuns", "lastFailedRun", "backfill",
+)
+
+
+@dataclass(frozen=True, slots=True)
+class Note:
+    """Something a person should see: becomes a Kubernetes Event on the schedule."""
+
+    type: Literal["Normal", "Warning"]
+    reason: str
+    message: str
+
+
+def run_ref(namespace: str, name: str) -> dict[str, Any]:
+    return {"apiVersion": Kind.AGENT_RUN.api_version, "kind": Kind.AGENT_RUN.value,
+            "name": name, "namespace": namespace}
+
+
+class StatusBuilder:
+    """Accumulates the next status from the stored one, keeping transitions stable."""
+
+    def __init__(self, schedule: ScheduleView, now: datetime):
+        st = schedule.status
+        self.now = now
+        self.generation = schedule.meta.generation
+        self.previous = {c.type: c for c in st.conditions}
+        self.conditions: dict[str, Condition] = dict(self.previous)
+        self.notes: list[Note] = []
+        self.phase = st.phase
+        self.last_run_time = st.last_run_time
+        self.last_schedule_time = st.last_schedule_time
+        self.next_run_time: datetime | None = st.next_run_time
+        self.next_fire_time: datetime | None = None
+        self.last_run_name = st.last_run_name
+        self.total_runs = st.total_runs
+        self.buffered: list[datetime] = list(st.buffered)
+        self.scheduled_runs = st.scheduled_runs
+        self.max_runs = schedule.spec.max_runs if schedule.spec is not None else None
+        self.last_failed_run = st.last_failed_run
+        self.backfill = st.backfill
+
+    def condition(self, type_: str, status: Literal["True", "False"], reason: str,
+                  message: str, *, note: Literal["Normal", "Warning"] | None = None) -> None:
+        old = self.previous.get(type_)
+        changed = old is None or old.status != status or old.reason != reason
+        since = old.last_transition_time if old and old.status == status else format_time(
+            floor_second(self.now))
+        self.conditions[type_] = Condition(type_, status, reason, message, since, self.generation)
+        if note is not None and changed:
+            self.notes.append(Note(note, reason, message))
+
+    def _ordered_conditions(self) -> list[Condition]:
+        order = [READY, TICK_SKIPPED]
+        return sorted(self.conditions.values(),
+                      key=lambda c: (order.index(c.type) if c.type in order else 99, c.type))
+
+    def view(self, active: Sequence[dict[str, Any]]) -> ScheduleStatus:
+        """What :meth:`build` gives, parsed (kept equal by tests/core)."""
+        return ScheduleStatus(
+            phase=self.phase or None, last_run_time=self.last_run_time,
+            last_schedule_time=self.last_schedule_time, next_run_time=self.next_run_time,
+            last_run_name=self.last_run_name or None, total_runs=self.total_runs,
+            observed_generation=self.generation, conditions=tuple(self._ordered_conditions()),
+            active=tuple(active), buffered=tuple(self.buffered),
+            scheduled_runs=self.scheduled_runs, last_failed_run=self.last_failed_run,
+            backfill=self.backfill)
+
+    def build(self, active: Sequence[dict[str, Any]]) -> dict[str, Any]:
+        status: dict[str, Any] = {"observedGeneration": self.generation}
+        if self.phase:
+            status["phase"] = self.phase
+        if self.last_run_time:
+            status["lastRunTime"] = format_time(self.last_run_time)
+        if self.last_schedule_time:
+            status["lastScheduleTime"] = format_time(self.last_schedule_time)
+        if self.next_run_time:
+            status["nextRunTime"] = format_time(self.next_run_time)
+        if self.next_fire_time:
+            status["nextFireTime"] = format_time(self.next_fire_time)
+        if self.last_run_name:
+            status["lastRunName"] = self.last_run_name
+        status["totalRuns"] = self.total_runs
+        if active:
+            status["active"] = list(active)
+        if self.buffered:
+            status["buffered"] = [format_time(t) for t in self.buffered]
+        if self.scheduled_runs is not None:
+            status["scheduledRuns"] = self.scheduled_runs
+            if self.max_runs is not None:
+                status["remainingRuns"] = max(self.max_runs - self.scheduled_runs, 0)
+        if self.last_failed_run:
+            status["lastFailedRun"] = self.last_failed_run
+        if self.backfill:
+            status["backfill"] = self.backfill
+        if self.conditions:
+            status["conditions"] = [c.to_dict() for c in self._ordered_conditions()]
+        return status
