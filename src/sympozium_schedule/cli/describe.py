@@ -8,8 +8,9 @@ the ``@every`` anchor). An invalid schedule says why instead.
 
 from __future__ import annotations
 
+import itertools
 from collections.abc import Sequence
-from datetime import datetime
+from datetime import UTC, datetime
 from typing import Any
 
 from sympozium_schedule.cli.render import (
@@ -22,7 +23,7 @@ from sympozium_schedule.cli.render import (
     stamp,
     table,
 )
-from sympozium_schedule.core.cron import compile_schedule, load_zone, upcoming
+from sympozium_schedule.core.cron import load_zone
 from sympozium_schedule.core.errors import SpecError
 from sympozium_schedule.core.model import (
     ANNOTATION_SCHEDULED_TIME,
@@ -70,7 +71,32 @@ def _spec_pairs(view: ScheduleView, raw: dict[str, Any]) -> tuple[list[tuple[str
         ("History Limits", f"{spec.successful_runs_history_limit} succeeded, "
                            f"{spec.failed_runs_history_limit} failed"),
     ]
+    pairs += _richer_pairs(view)
     return pairs, ["Task:", *("  " + line for line in (spec.task.rstrip("\n").splitlines() or [""]))]
+
+
+def _richer_pairs(view: ScheduleView) -> list[tuple[str, object]]:
+    """The fields sympozium-schedule adds beyond Sympozium's, when they are set."""
+    spec = view.spec
+    assert spec is not None
+    pairs: list[tuple[str, object]] = []
+    for entry in spec.schedules:
+        pairs.append(("Also On", f"{entry.schedule} ({entry.time_zone or spec.time_zone})"))
+    for rule in spec.exclude:
+        what = rule.schedule or f"{rule.start} to {rule.end}"
+        pairs.append(("Excluded", f"{what} ({rule.time_zone or spec.time_zone})"))
+    if spec.jitter:
+        pairs.append(("Jitter", f"up to {spec.jitter}"))
+    if spec.start_time or spec.end_time:
+        pairs.append(("Window", f"{spec.start_time or 'any time'} to {spec.end_time or 'no end'}"))
+    if spec.max_runs is not None:
+        pairs.append(("Max Runs", spec.max_runs))
+    if spec.pause_on_failure:
+        pairs.append(("Pause On Failure", "true"))
+    if spec.suspend and (spec.suspended_by or spec.suspend_reason):
+        pairs.append(("Suspended By", spec.suspended_by or NONE))
+        pairs.append(("Suspend Reason", spec.suspend_reason or NONE))
+    return pairs
 
 
 def _status_lines(status: dict[str, Any], now: datetime) -> list[str]:
@@ -86,6 +112,24 @@ def _status_lines(status: dict[str, Any], now: datetime) -> list[str]:
         ("Total Runs", status.get("totalRuns", 0)),
         ("Active Runs", ", ".join(active) if active else NONE),
     ]
+    if status.get("nextFireTime"):
+        pairs.insert(4, ("Next Fire (jitter)", stamp(status.get("nextFireTime"), now)))
+    if "remainingRuns" in status:
+        pairs.append(("Remaining Runs", status["remainingRuns"]))
+    if status.get("buffered"):
+        pairs.append(("Waiting Ticks", ", ".join(str(t) for t in status["buffered"])))
+    if status.get("lastFailedRun"):
+        pairs.append(("Last Failed Run", status["lastFailedRun"]))
+    backfill = _mapping(status.get("backfill"))
+    if backfill:
+        if backfill.get("state") == "Invalid":
+            text = f"Invalid: {backfill.get('message')}"
+        else:
+            text = (f"{backfill.get('state')}: {backfill.get('from')} to {backfill.get('to')} "
+                    f"(overlap {backfill.get('overlap')}), {backfill.get('created', 0)} created, "
+                    f"{backfill.get('existing', 0)} already there, {backfill.get('skipped', 0)} "
+                    "skipped")
+        pairs.append(("Backfill", text))
     return ["Status:", *_fields(pairs, "  ")]
 
 
@@ -108,8 +152,8 @@ def _runs(runs: Sequence[Obj], now: datetime) -> list[str]:
         meta = _mapping(run.get("metadata"))
         annotations = _mapping(meta.get("annotations"))
         scheduled = str(annotations.get(ANNOTATION_SCHEDULED_TIME) or NONE)
-        if annotations.get(ANNOTATION_TRIGGER) == "manual":
-            scheduled += " (manual)"
+        if annotations.get(ANNOTATION_TRIGGER) in ("manual", "backfill"):
+            scheduled += f" ({annotations[ANNOTATION_TRIGGER]})"
         rows.append([str(meta.get("name", "")), str(_mapping(run.get("status")).get("phase") or NONE),
                      scheduled, run_duration(run, now), run_outcome(run, 80),
                      age(meta.get("creationTimestamp"), now)])
@@ -136,22 +180,30 @@ def _events(events: Sequence[Obj], now: datetime) -> list[str]:
 
 
 def _next_times(view: ScheduleView, now: datetime) -> list[str]:
-    spec = view.spec
+    """The next ticks of the whole timetable (every spec, bounds), each with its planned
+    fire time when jittered and marked when an exclusion skips it."""
+    spec, table = view.spec, view.timetable
     if spec is None:
         return [f"Next Fire Times:  none: the schedule is invalid: {view.spec_error}"]
-    try:
-        zone = load_zone(spec.time_zone)
-        compiled = compile_schedule(spec.schedule, time_zone=spec.time_zone,
-                                    anchor=view.meta.creation or now)
-    except SpecError as exc:
-        return [f"Next Fire Times:  none: {exc}"]
-    times = upcoming(compiled, now, NEXT_TIMES)
+    if isinstance(table, SpecError) or table is None:
+        return [f"Next Fire Times:  none: {table}"]
+    zone = load_zone(spec.time_zone)
+    times = list(itertools.islice(table.between(now, datetime.max.replace(tzinfo=UTC)),
+                                  NEXT_TIMES))
     title = f"Next Fire Times ({spec.time_zone})"
     if spec.suspend:
         title += ", while suspended none of them fires"
     if not times:
         return [f"{title}:  none: the schedule never fires again"]
-    return [f"{title}:", *("  " + t.astimezone(zone).isoformat() for t in times)]
+    lines = []
+    for tick in times:
+        line = "  " + tick.astimezone(zone).isoformat()
+        if table.excluded_by(tick) is not None:
+            line += "  (excluded)"
+        elif table.jitter:
+            line += f"  (fires at {table.fire_time(tick).astimezone(zone).isoformat()})"
+        lines.append(line)
+    return [f"{title}:", *lines]
 
 
 def is_event_for(event: Obj, schedule: Obj, runs: Sequence[str] = ()) -> bool:

@@ -31,7 +31,16 @@ from sympozium_schedule.cli.validate import Document, check, missing_instances, 
 from sympozium_schedule.core.cron import compile_schedule, load_zone, parse_duration, upcoming
 from sympozium_schedule.core.errors import SpecError
 from sympozium_schedule.core.model import LABEL_SCHEDULE, Kind, is_dns1123_label
-from sympozium_schedule.ports.store import EventType, Labels, NotFound, Obj, Ref, Store, StoreError
+from sympozium_schedule.ports.store import (
+    Conflict,
+    EventType,
+    Labels,
+    NotFound,
+    Obj,
+    Ref,
+    Store,
+    StoreError,
+)
 
 if TYPE_CHECKING:
     from sympozium_schedule.adapters.sqlite import SQLiteStore
@@ -658,14 +667,28 @@ def _finish(done: list[str], errors: list[str], line: Callable[[str], str]) -> N
         raise typer.Exit(1)
 
 
+def _who() -> str:
+    """``user@host``: who asked, for the pause note."""
+    import getpass
+    import socket
+
+    try:
+        user = getpass.getuser()
+    except (KeyError, OSError):
+        user = "unknown"
+    return f"{user}@{socket.gethostname()}"
+
+
 def _suspend(names: list[str] | None, selector: list[str] | None, namespace: str | None,
-             data_dir: Path | None, *, suspend: bool) -> None:
+             data_dir: Path | None, *, suspend: bool, note: str | None = None) -> None:
     from sympozium_schedule.cli.runs import SuspendChange, change_schedule, schedules
 
     ns = _namespace(namespace)
     verb = "suspend" if suspend else "resume"
     labels = _targets(names, selector, f"schedules to {verb}")
-    change = SuspendChange(suspend=suspend)
+    if note is not None and (not note.strip() or len(note) > 1024):
+        raise bad_value("must be 1 to 1024 characters", flag="--note", value=note)
+    change = SuspendChange(suspend=suspend, by=_who() if suspend else None, reason=note)
 
     async def work() -> tuple[list[str], list[str]]:
         lines: list[str] = []
@@ -687,11 +710,15 @@ def suspend(
     names: Annotated[list[str] | None, typer.Argument(
         metavar="NAME...", show_default=False, help="The schedules' names.")] = None,
     selector: Selector = None,
+    note: Annotated[str | None, typer.Option(
+        "--note", metavar="TEXT", show_default=False,
+        help="Why: kept with who paused it (spec.suspendReason, spec.suspendedBy) until "
+             "resume.")] = None,
     namespace: Namespace = None,
     data_dir: DataDir = None,
 ) -> None:
     """Stop schedules from firing (spec.suspend: true); runs in progress go on."""
-    _suspend(names, selector, namespace, data_dir, suspend=True)
+    _suspend(names, selector, namespace, data_dir, suspend=True, note=note)
 
 
 @app.command()
@@ -705,6 +732,67 @@ def resume(
     """Let suspended schedules fire again, from the next tick on (missed ticks are not
     replayed)."""
     _suspend(names, selector, namespace, data_dir, suspend=False)
+
+
+# --- backfill -------------------------------------------------------------------------------
+
+
+@app.command()
+def backfill(
+    name: Annotated[str, typer.Argument(metavar="NAME", help="The schedule's name.")],
+    start: Annotated[str, typer.Option(
+        "--from", metavar="ISO8601", help="The first tick to run (included; with an offset, "
+                                          "e.g. 2026-11-01T00:00:00Z).")],
+    end: Annotated[str, typer.Option(
+        "--to", metavar="ISO8601", help="The last tick to run (included; cut at now).")],
+    overlap: Annotated[str, typer.Option(
+        "--overlap", metavar="POLICY",
+        help="While a run of the schedule is unfinished: BufferAll (wait for it: one run at a "
+             "time), BufferOne (the same), Allow (go on), Forbid (skip the tick) or Replace.")
+    ] = "BufferAll",
+    namespace: Namespace = None,
+    data_dir: DataDir = None,
+) -> None:
+    """Run the schedule's ticks in a past range, at a bounded pace; a tick whose run still
+    exists is not run twice. Progress: `describe schedule NAME` (status.backfill)."""
+    import json
+    import secrets
+
+    from sympozium_schedule.core import backfill as rules
+    from sympozium_schedule.core.model import ANNOTATION_BACKFILL
+
+    ns = _namespace(namespace)
+    text = json.dumps({"from": start, "to": end, "overlap": overlap,
+                       "id": secrets.token_hex(8)})
+    try:
+        request = rules.parse_request(text)
+    except rules.BadRequest as exc:
+        raise CliError(str(exc)) from exc
+    if request.start > _now():
+        raise bad_value("is in the future: a backfill runs past ticks", flag="--from", value=start)
+
+    async def work() -> None:
+        async with session.opened(session.data_dir_or_default(data_dir)) as store:
+            ref = Ref(Kind.SCHEDULE, ns, name)
+            for _ in range(10):
+                try:
+                    obj = await store.get(ref)
+                except NotFound as exc:
+                    raise _not_found(kinds.info(Kind.SCHEDULE), name, ns) from exc
+                meta = obj.setdefault("metadata", {})
+                meta["annotations"] = dict(meta.get("annotations") or {}) | {
+                    ANNOTATION_BACKFILL: text}
+                try:
+                    await store.update(obj)
+                    return
+                except Conflict:
+                    continue
+            raise CliError(f"schedule {ns}/{name} kept changing; try again")
+
+    session.run(work())
+    _out(f"{kinds.info(Kind.SCHEDULE).qualified}/{name} backfill {request.id} requested: ticks "
+         f"from {request.start.isoformat()} to {min(request.end, _now()).isoformat()} "
+         f"(overlap {request.overlap})\n")
 
 
 # --- logs -----------------------------------------------------------------------------------

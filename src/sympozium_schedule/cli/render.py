@@ -126,11 +126,21 @@ def _text(value: object) -> str:
     return NONE if value is None or value == "" else str(value)
 
 
+def _phase(spec: dict[str, Any], status: dict[str, Any]) -> str:
+    """The phase, with the pause note of a suspended schedule (shortened)."""
+    phase = _text(status.get("phase"))
+    note = spec.get("suspendReason") if spec.get("suspend") else None
+    if isinstance(note, str) and note:
+        note = " ".join(note.split())
+        phase += f" ({note[:37] + '...' if len(note) > 40 else note})"
+    return phase
+
+
 def _schedule_row(obj: Obj, now: datetime) -> list[str]:
     spec, status = _section(obj, "spec"), _section(obj, "status")
     return [
         str(_meta(obj).get("name", "")), _text(spec.get("instanceRef")), _text(spec.get("schedule")),
-        _text(spec.get("type") or "scheduled"), _text(status.get("phase")),
+        _text(spec.get("type") or "scheduled"), _phase(spec, status),
         relative(status.get("lastRunTime"), now), relative(status.get("nextRunTime"), now),
         age(_meta(obj).get("creationTimestamp"), now),
     ]

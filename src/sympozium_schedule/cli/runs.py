@@ -80,17 +80,30 @@ async def show_log(store: Store, data_dir: Path, namespace: str, name: str, *, f
 
 @dataclass(frozen=True, slots=True)
 class SuspendChange:
-    """What ``suspend``/``resume`` asks of a schedule. (A later change adds who paused
-    it and why, as annotations written in the same update.)"""
+    """What ``suspend``/``resume`` asks of a schedule: suspend carries who paused it and
+    why (spec.suspendedBy, spec.suspendReason), resume clears them."""
 
     suspend: bool
+    by: str | None = None
+    reason: str | None = None
 
     def apply(self, obj: Obj) -> bool:
         """Change ``obj`` in place; False when it already is as asked."""
         spec = obj.setdefault("spec", {})
-        if bool(spec.get("suspend", False)) == self.suspend:
+        if bool(spec.get("suspend", False)) == self.suspend and (
+                not self.suspend or self.reason is None
+                or spec.get("suspendReason") == self.reason):
             return False
         spec["suspend"] = self.suspend
+        if self.suspend:
+            for key, value in (("suspendedBy", self.by), ("suspendReason", self.reason)):
+                if value:
+                    spec[key] = value
+                else:
+                    spec.pop(key, None)
+        else:
+            spec.pop("suspendedBy", None)
+            spec.pop("suspendReason", None)
         return True
 
 
