@@ -48,10 +48,10 @@ async def test_result_file_sits_next_to_the_archived_request(alice: Agent) -> No
 
     assert set(answer) == RESULT_KEYS
     assert answer["requestFile"] == request.name
-    assert answer["requestId"] == f"{NAMESPACE}/{alice.run}/{request.stem}"
     assert result_path(request).exists()
     assert not request.exists(), "a published request moves to .sent/"
-    assert (alice.folder / ".sent" / request.name).exists()
+    # Archived under the request id the bridge gave it (a reused name is a new request).
+    assert (alice.folder / ".sent" / f"{answer['requestId']}~{request.name}").exists()
 
 
 @pytest.mark.parametrize(("given", "stored"), [

@@ -22,7 +22,10 @@ from typing import IO, Any
 
 import structlog
 
-from sympozium_schedule.adapters.nats.server import EmbeddedNats
+from sympozium_schedule.adapters.nats.callout import Callout, Disconnector, RunTokens
+from sympozium_schedule.adapters.nats.jwt import Signer
+from sympozium_schedule.adapters.nats.server import BusAuth, EmbeddedNats
+from sympozium_schedule.adapters.nats.subjects import RESULT_STREAM, RunSubjects
 from sympozium_schedule.adapters.sqlite import SQLiteStore
 from sympozium_schedule.core.requests import Limits
 from sympozium_schedule.ports.store import Obj
@@ -86,9 +89,11 @@ class EmbeddedSettings:
     max_parallel: int = 4
     run_timeout: timedelta = timedelta(minutes=10)
     metrics_port: int | None = None
-    # Self-scheduling: None starts a NATS server of our own (loopback, random port).
+    # Self-scheduling: None starts a NATS server of our own (loopback, random port,
+    # every connection authenticated). A URL given here is used as it is.
     nats_url: str | None = None
     router: bool = True
+    allow_unscoped_publishers: bool = False
     limits: Limits = field(default_factory=Limits)
     # Extra long-running parts (the NATS server, router), each given the store.
     extras: list[Callable[[SQLiteStore, Metrics], Coroutine[Any, Any, None]]] = field(default_factory=list)
@@ -98,12 +103,21 @@ class EmbeddedSettings:
 async def run_embedded(settings: EmbeddedSettings) -> None:
     """Run until SIGINT/SIGTERM, then stop cleanly (agents killed, store closed)."""
     tune_gc()
+    settings.data_dir.mkdir(parents=True, exist_ok=True)
+    os.chmod(settings.data_dir, 0o700)  # the store, the bus's credentials: the owner's only
     with exclusive(settings.data_dir):
         nats_server: EmbeddedNats | None = None
         nats_url = settings.nats_url
+        auth: BusAuth | None = None
+        tokens: RunTokens | None = None
         if nats_url is None and (settings.router or settings.runner):
-            nats_server = EmbeddedNats(settings.data_dir)
+            auth = BusAuth.generate()
+            nats_server = EmbeddedNats(settings.data_dir, auth=auth)
             nats_url = await nats_server.start()
+            tokens = RunTokens(result_stream=RESULT_STREAM)
+        elif nats_url is not None:
+            log.warning("using a NATS server this process did not start: agents' bridges connect "
+                        "without a credential of their own", url=nats_url)
         store = SQLiteStore(store_path(settings.data_dir))
         metrics = Metrics()
         controller = Controller(store, settings=ControllerSettings(), metrics=metrics)
@@ -114,9 +128,16 @@ async def run_embedded(settings: EmbeddedSettings) -> None:
         try:
             async with asyncio.TaskGroup() as group:
                 tasks = [group.create_task(controller.run(), name="controller")]
+                if auth is not None and tokens is not None and nats_url is not None:
+                    tasks.append(group.create_task(serve_callout(nats_url, auth, tokens),
+                                                   name="bus-callout"))
                 if settings.router and nats_url is not None:
-                    router = Router(store, RouterSettings(nats_url=nats_url, limits=settings.limits),
-                                    metrics=metrics)
+                    router = Router(store, RouterSettings(
+                        nats_url=nats_url, limits=settings.limits,
+                        user=auth.router.user if auth else None,
+                        password=auth.router.password if auth else None,
+                        allow_unscoped_publishers=settings.allow_unscoped_publishers,
+                    ), metrics=metrics)
                     tasks.append(group.create_task(router.run(), name="router"))
                 if settings.runner and nats_url is not None:
                     runner = LocalRunner(store, RunnerSettings(
@@ -124,8 +145,7 @@ async def run_embedded(settings: EmbeddedSettings) -> None:
                         agent_command=settings.agent_command,
                         max_parallel=settings.max_parallel,
                         default_timeout=settings.run_timeout,
-                        extra_env={"EVENT_BUS_URL": nats_url},
-                    ), bridge=bridge_for(nats_url, settings.limits))
+                    ), bridge=bridge_for(nats_url, settings.limits, tokens))
                     tasks.append(group.create_task(runner.run(), name="runner"))
                 for extra in settings.extras:
                     tasks.append(group.create_task(extra(store, metrics)))
@@ -160,18 +180,37 @@ async def run_embedded(settings: EmbeddedSettings) -> None:
                 await nats_server.stop()
 
 
-def bridge_for(nats_url: str, limits: Limits) -> BridgeFactory:
-    """The runner starts one IPC bridge per run, in-process, as Sympozium starts a sidecar."""
+def bridge_for(nats_url: str, limits: Limits, tokens: RunTokens | None = None) -> BridgeFactory:
+    """The runner starts one IPC bridge per run, in-process, as Sympozium starts a sidecar.
+    With ``tokens`` each bridge gets a credential of its own run, revoked when it stops:
+    the agent process never holds the bus URL or any credential."""
 
     async def start(run: Obj, ipc: Path, stop: asyncio.Event) -> None:
         meta, spec = run.get("metadata") or {}, run.get("spec") or {}
-        await Bridge(BridgeSettings(
-            ipc_path=ipc, agent_run_id=str(meta.get("name")), instance=str(spec.get("instanceRef")),
-            namespace=str(meta.get("namespace") or "default"), nats_url=nats_url,
-            max_request_bytes=limits.max_request_bytes)).run(stop)
+        name, namespace = str(meta.get("name")), str(meta.get("namespace") or "default")
+        instance = str(spec.get("instanceRef"))
+        token = tokens.mint(RunSubjects(namespace, instance, name)) if tokens is not None else None
+        try:
+            await Bridge(BridgeSettings(
+                ipc_path=ipc, agent_run_id=name, instance=instance, namespace=namespace,
+                nats_url=nats_url, max_request_bytes=limits.max_request_bytes,
+                token=token)).run(stop)
+        finally:
+            if tokens is not None and token is not None:
+                await tokens.revoke(token)
 
     return start
 
+
+async def serve_callout(nats_url: str, auth: BusAuth, tokens: RunTokens) -> None:
+    """Decide every connection to the embedded server that is not one of ours."""
+    callout = Callout(Signer.from_seed(auth.issuer_seed), auth.account, tokens.authorize)
+    disconnector = Disconnector(nats_url, user=auth.system.user, password=auth.system.password)
+    tokens.callout, tokens.disconnector = callout, disconnector
+    try:
+        await callout.serve(nats_url, user=auth.callout.user, password=auth.callout.password)
+    finally:
+        await disconnector.close()
 
 
 # --- Kubernetes mode ---------------------------------------------------------------------------

@@ -41,7 +41,8 @@ _HEADER_B64 = _b64(orjson.dumps(HEADER))
 
 def new_account_seed() -> str:
     """A fresh account nkey seed (``SA...``): the issuer the server trusts for callout answers."""
-    return nkeys.encode_seed(os.urandom(32), nkeys.PREFIX_BYTE_ACCOUNT).decode()
+    seed: bytes = nkeys.encode_seed(os.urandom(32), nkeys.PREFIX_BYTE_ACCOUNT)
+    return seed.decode()
 
 
 @dataclass(frozen=True, slots=True)
