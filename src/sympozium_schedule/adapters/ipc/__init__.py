@@ -50,7 +50,9 @@ MAX_NAME_BYTES = 200  # leaves room for "<request id>~" in .outbox and .sent
 _DIR_FLAGS = os.O_RDONLY | os.O_DIRECTORY | os.O_NOFOLLOW | os.O_CLOEXEC
 _READ_FLAGS = os.O_RDONLY | os.O_NOFOLLOW | os.O_NONBLOCK | os.O_CLOEXEC
 _CREATE_FLAGS = os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW | os.O_CLOEXEC
-_WATCH = Mask.CLOSE_WRITE | Mask.MOVED_TO | Mask.ONLYDIR | Mask.EXCL_UNLINK
+# CREATE only for entries that will never be closed after writing (symlinks, pipes,
+# directories, hard links): they are refused, and the agent is told so.
+_WATCH = Mask.CLOSE_WRITE | Mask.MOVED_TO | Mask.CREATE | Mask.ONLYDIR | Mask.EXCL_UNLINK
 
 
 class RequestRefused(Exception):
@@ -134,6 +136,7 @@ class Arrivals:
 
     def __init__(self, fd: int, path: Path):
         self.path = path
+        self._fd = fd
         self._inotify = Inotify(cache_size=64)
         # The descriptor's /proc link resolves to the very directory we opened.
         self._inotify.add_watch(f"/proc/self/fd/{fd}", _WATCH)
@@ -145,7 +148,16 @@ class Arrivals:
         if Mask.IGNORED in event.mask:
             raise FolderUnusable(f"{self.path} was removed")
         name = str(event.name) if event.name is not None else ""
-        return [name] if is_request(name) else []
+        if not is_request(name):
+            return []
+        if Mask.CREATE in event.mask and Mask.ISDIR not in event.mask:
+            try:
+                info = os.stat(name, dir_fd=self._fd, follow_symlinks=False)
+            except OSError:
+                return []
+            if stat.S_ISREG(info.st_mode) and info.st_nlink == 1:
+                return []  # being written: its IN_CLOSE_WRITE will come
+        return [name]
 
     def close(self) -> None:
         self._inotify.close()
@@ -179,11 +191,14 @@ class ScheduleFolder:
         self._sent = self._outbox = self.fd = -1
 
     def _sub(self, which: str) -> int:
-        """``.sent`` / ``.outbox``, opened once: the agent replacing them later changes
-        nothing, since the descriptor names the directory we made."""
+        """``.sent`` / ``.outbox``, held by descriptor: the agent putting a symlink in
+        their place later changes nothing, since the descriptor names the directory
+        we made. If the agent removed that directory, a new one is made."""
         current = self._sent if which == SENT_DIR else self._outbox
         if current >= 0:
-            return current
+            if os.fstat(current).st_nlink > 0:
+                return current
+            os.close(current)  # removed: renames into it would fail
         fd = _open_dir(which, self.fd, create=True)
         if which == SENT_DIR:
             self._sent = fd
