@@ -28,7 +28,8 @@ HOURLY: dict[str, Any] = {"schedule": "@hourly", "task": "check the cluster and 
 async def test_create_stores_an_agent_schedule_with_defaults(system: System, alice: Agent) -> None:
     answer = await alice.ask(name="health", action="create", **HOURLY)
 
-    assert_answer(answer, "accepted", "created schedule 'alice-health'", "next run at")
+    assert_answer(answer, "accepted", "created schedule 'alice-health'",
+                  "first run now (firstTick: immediate), then next at")
     stored = await system.schedule("alice-health")
     assert stored is not None
     assert stored["apiVersion"] == API_VERSION
