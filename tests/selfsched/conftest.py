@@ -33,6 +33,7 @@ from sympozium_schedule.adapters.nats.bus import (
     DEDUPE_BUCKET,
     ROUTER_DURABLE,
     Bus,
+    Credential,
     envelope,
 )
 from sympozium_schedule.adapters.nats.callout import RunTokens
@@ -175,13 +176,14 @@ class SecureNats:
 
     async def connect(self, name: str) -> Bus:
         """A connection of the scheduler's own (the router's login)."""
-        return await Bus.connect(self.url, name=name, user=self.auth.router.user,
-                                 password=self.auth.router.password)
+        return await Bus.connect(self.url, name=name,
+                                 credential=Credential(nkey_seed=self.auth.router_seed))
 
     async def connect_as(self, run: RunSubjects, name: str = "as-agent") -> Bus:
         """A connection with a credential of ``run``'s own, as its bridge holds."""
         token = self.tokens.mint(run)
-        return await Bus.connect(self.url, name=name, token=token, inbox_prefix=run.inbox)
+        return await Bus.connect(self.url, name=name, credential=Credential(token=token),
+                                 inbox_prefix=run.inbox)
 
 
 class System:
@@ -312,8 +314,8 @@ class System:
     async def start_router(self, **settings: Any) -> Router:
         """A Router on the shipped durable (one more, if some already run)."""
         router = Router(self.store, RouterSettings(
-            nats_url=self.url, limits=self.limits, user=self.nats.auth.router.user,
-            password=self.nats.auth.router.password, **settings))
+            nats_url=self.url, limits=self.limits,
+            credential=Credential(nkey_seed=self.nats.auth.router_seed), **settings))
         task = asyncio.create_task(router.run(), name="router")
         self.routers.append((router, task))
         await eventually(lambda: router.ready.is_set() or task.done(), what="the router to be ready")

@@ -22,6 +22,7 @@ from typing import IO, Any
 
 import structlog
 
+from sympozium_schedule.adapters.nats.bus import Credential
 from sympozium_schedule.adapters.nats.callout import Callout, Disconnector, RunTokens
 from sympozium_schedule.adapters.nats.jwt import Signer
 from sympozium_schedule.adapters.nats.server import BusAuth, EmbeddedNats
@@ -134,8 +135,7 @@ async def run_embedded(settings: EmbeddedSettings) -> None:
                 if settings.router and nats_url is not None:
                     router = Router(store, RouterSettings(
                         nats_url=nats_url, limits=settings.limits,
-                        user=auth.router.user if auth else None,
-                        password=auth.router.password if auth else None,
+                        credential=Credential(nkey_seed=auth.router_seed) if auth else None,
                         allow_unscoped_publishers=settings.allow_unscoped_publishers,
                     ), metrics=metrics)
                     tasks.append(group.create_task(router.run(), name="router"))
@@ -205,10 +205,10 @@ def bridge_for(nats_url: str, limits: Limits, tokens: RunTokens | None = None) -
 async def serve_callout(nats_url: str, auth: BusAuth, tokens: RunTokens) -> None:
     """Decide every connection to the embedded server that is not one of ours."""
     callout = Callout(Signer.from_seed(auth.issuer_seed), auth.account, tokens.authorize)
-    disconnector = Disconnector(nats_url, user=auth.system.user, password=auth.system.password)
+    disconnector = Disconnector(nats_url, Credential(nkey_seed=auth.system_seed))
     tokens.callout, tokens.disconnector = callout, disconnector
     try:
-        await callout.serve(nats_url, user=auth.callout.user, password=auth.callout.password)
+        await callout.serve(nats_url, Credential(nkey_seed=auth.callout_seed))
     finally:
         await disconnector.close()
 

@@ -38,7 +38,13 @@ from sympozium_schedule.adapters.ipc import (
     is_request,
     new_request_id,
 )
-from sympozium_schedule.adapters.nats.bus import Bus, BusUnavailable, PublishRefused, envelope
+from sympozium_schedule.adapters.nats.bus import (
+    Bus,
+    BusUnavailable,
+    Credential,
+    PublishRefused,
+    envelope,
+)
 from sympozium_schedule.adapters.nats.subjects import RESULT_STREAM, RunSubjects
 from sympozium_schedule.core.requests import Limits
 
@@ -159,7 +165,7 @@ class Bridge:
 
         connect = asyncio.ensure_future(Bus.connect_retrying(
             settings.nats_url, name=f"ipc-bridge-{settings.agent_run_id}",
-            token=settings.credential(), inbox_prefix=self.subjects.inbox,
+            credential=Credential(token=settings.credential()), inbox_prefix=self.subjects.inbox,
             on_disconnect=refresh_token, on_reconnect=reconnected))
         stopped = asyncio.ensure_future(stop.wait())
         await asyncio.wait({connect, stopped}, return_when=asyncio.FIRST_COMPLETED)

@@ -42,6 +42,7 @@ from sympozium_schedule.adapters.nats.bus import (
     Bus,
     BusLimits,
     BusUnavailable,
+    Credential,
     Delivery,
     Disposition,
     KeyValue,
@@ -88,8 +89,7 @@ class RouterSettings:
     durable: str = ROUTER_DURABLE
     concurrency: int = 64
     # The router's own login (embedded: from `run`; Kubernetes: from a Secret).
-    user: str | None = None
-    password: str | None = None
+    credential: Credential | None = None
     # Believe the identity written in messages on the unscoped subject
     # (Sympozium's own bridge). Only on a network where every publisher is trusted.
     allow_unscoped_publishers: bool = False
@@ -190,8 +190,8 @@ class Router:
         while True:
             try:
                 self._bus = await Bus.connect_retrying(
-                    settings.nats_url, name="schedule-router", user=settings.user,
-                    password=settings.password, limits=settings.bus_limits)
+                    settings.nats_url, name="schedule-router", credential=settings.credential,
+                    limits=settings.bus_limits)
                 stream = await self._prepare()
                 log.info("router consuming", subjects=settings.subjects, stream=stream,
                          durable=settings.durable)

@@ -88,6 +88,28 @@ class BusLimits:
                              f"dedupe_ttl {self.dedupe_ttl} <= request_max_age {self.request_max_age}")
 
 
+@dataclass(frozen=True, slots=True)
+class Credential:
+    """How a connection proves who it is: an nkey seed (the scheduler's own parts in
+    embedded mode), a user and password (a server you configured), or a token (an
+    agent run's bridge)."""
+
+    nkey_seed: str | None = None
+    user: str | None = None
+    password: str | None = None
+    token: str | None = None
+
+    def options(self) -> dict[str, Any]:
+        options: dict[str, Any] = {}
+        if self.nkey_seed is not None:
+            options["nkeys_seed_str"] = self.nkey_seed
+        if self.user is not None:
+            options |= {"user": self.user, "password": self.password}
+        if self.token is not None:
+            options["token"] = self.token
+        return options
+
+
 def result_subject(namespace: str, run: str) -> str:
     """The subject answers to unscoped (Sympozium-bridge) requests of a run go to."""
     return f"{RESULT_PREFIX}.{token(namespace)}.{token(run)}"
@@ -135,19 +157,15 @@ class Bus:
         self._streams: dict[str, str] = {}
 
     @classmethod
-    async def connect(cls, url: str, *, name: str, timeout: float = 2.0, token: str | None = None,
-                      user: str | None = None, password: str | None = None,
+    async def connect(cls, url: str, *, name: str, timeout: float = 2.0,
+                      credential: Credential | None = None,
                       inbox_prefix: str | None = None, limits: BusLimits | None = None,
                       on_disconnect: Callable[[], Awaitable[None]] | None = None,
                       on_reconnect: Callable[[], Awaitable[None]] | None = None) -> Bus:
         async def quiet(exc: Exception) -> None:
             log.debug("nats connection error", error=_why(exc))
 
-        options: dict[str, Any] = {}
-        if token is not None:
-            options["token"] = token
-        if user is not None:
-            options |= {"user": user, "password": password}
+        options: dict[str, Any] = credential.options() if credential is not None else {}
         if inbox_prefix is not None:
             options["inbox_prefix"] = inbox_prefix
         if on_disconnect is not None:

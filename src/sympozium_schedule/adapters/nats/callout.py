@@ -31,6 +31,7 @@ from nats.aio.client import Client
 from nats.aio.msg import Msg
 
 from sympozium_schedule.adapters.nats import jwt
+from sympozium_schedule.adapters.nats.bus import Credential
 from sympozium_schedule.adapters.nats.subjects import RunSubjects
 
 log = structlog.get_logger("nats-callout")
@@ -132,10 +133,10 @@ class Callout:
     def forget(self, key: str) -> set[tuple[str, int]]:
         return self._live.pop(key, set())
 
-    async def serve(self, url: str, *, user: str, password: str,
+    async def serve(self, url: str, credential: Credential, *,
                     ready: asyncio.Event | None = None) -> None:
         """Answer authorization requests until cancelled (reconnecting as needed)."""
-        nc = await _connect(url, user=user, password=password, name="sympozium-schedule-callout")
+        nc = await _connect(url, credential, name="sympozium-schedule-callout")
         try:
             await nc.subscribe(AUTH_SUBJECT, cb=self._on_request)
             await nc.flush()
@@ -147,14 +148,14 @@ class Callout:
                 await nc.close()
 
 
-async def _connect(url: str, *, user: str, password: str, name: str) -> Client:
+async def _connect(url: str, credential: Credential, *, name: str) -> Client:
     delay = 0.05
     while True:
         try:
             return await nats.connect(
-                servers=[url], user=user, password=password, name=name, connect_timeout=2,
+                servers=[url], name=name, connect_timeout=2,
                 allow_reconnect=True, max_reconnect_attempts=-1, reconnect_time_wait=0.5,
-                error_cb=_quiet, drain_timeout=2)
+                error_cb=_quiet, drain_timeout=2, **credential.options())
         except (OSError, nats.errors.Error, TimeoutError) as exc:
             log.info("NATS not reachable yet", who=name, error=str(exc) or type(exc).__name__)
             await asyncio.sleep(delay)
@@ -168,16 +169,15 @@ async def _quiet(exc: Exception) -> None:
 class Disconnector:
     """Closes a revoked run's live connections (the system account's KICK request)."""
 
-    def __init__(self, url: str, *, user: str, password: str):
-        self._url, self._user, self._password = url, user, password
+    def __init__(self, url: str, credential: Credential):
+        self._url, self._credential = url, credential
         self._nc: Client | None = None
 
     async def kick(self, connections: set[tuple[str, int]]) -> int:
         if not connections:
             return 0
         if self._nc is None or self._nc.is_closed:
-            self._nc = await _connect(self._url, user=self._user, password=self._password,
-                                      name="sympozium-schedule-system")
+            self._nc = await _connect(self._url, self._credential, name="sympozium-schedule-system")
         kicked = 0
         for server_id, cid in connections:
             try:

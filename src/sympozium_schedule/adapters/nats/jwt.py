@@ -39,6 +39,21 @@ def _unb64(text: str) -> bytes:
 _HEADER_B64 = _b64(orjson.dumps(HEADER))
 
 
+def new_user_seed() -> str:
+    """A fresh user nkey seed (``SU...``): how the scheduler's own parts log in."""
+    seed: bytes = nkeys.encode_seed(os.urandom(32), nkeys.PREFIX_BYTE_USER)
+    return seed.decode()
+
+
+def public_key(seed: str) -> str:
+    """The public nkey (``U...``, ``A...``) of a seed."""
+    try:
+        public: bytes = nkeys.from_seed(seed.strip().encode()).public_key
+    except Exception as exc:  # nkeys raises assorted errors for a bad seed
+        raise JwtError(f"not an nkey seed: {type(exc).__name__}") from exc
+    return public.decode()
+
+
 def new_account_seed() -> str:
     """A fresh account nkey seed (``SA...``): the issuer the server trusts for callout answers."""
     seed: bytes = nkeys.encode_seed(os.urandom(32), nkeys.PREFIX_BYTE_ACCOUNT)

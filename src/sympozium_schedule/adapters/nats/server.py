@@ -6,10 +6,10 @@ kernel picks, keeps JetStream's files in the data directory, and its URL is
 written to ``<data-dir>/nats.url``.
 
 With :class:`BusAuth` (what ``run`` always passes) nothing connects without a
-credential: the scheduler's own parts are users of the config (fresh random
-passwords each start, in a 0600 file), and every other connection goes to the
-auth callout, which ``run`` serves and which grants each agent run's bridge
-its own subjects only (see :mod:`.callout`).
+credential: the scheduler's own parts are nkey users of the config (fresh keys
+each start, seeds only in memory), and every other connection goes to the auth
+callout, which ``run`` serves and which grants each agent run's bridge its own
+subjects only (see :mod:`.callout`).
 """
 
 from __future__ import annotations
@@ -24,7 +24,7 @@ import shutil
 import signal
 import sys
 import time
-from dataclasses import asdict, dataclass
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -33,7 +33,6 @@ import structlog
 log = structlog.get_logger("nats-server")
 URL_FILE = "nats.url"
 CONFIG_FILE = "nats-server.conf"
-AUTH_FILE = "nats-auth.json"
 # JetStream's files on disk, all streams together (each stream has its own bounds too).
 MAX_FILE_STORE = 1 << 30
 MAX_MEMORY_STORE = 64 << 20
@@ -81,69 +80,47 @@ def find_binary() -> str:
 
 
 @dataclass(frozen=True, slots=True)
-class Login:
-    user: str
-    password: str
-
-
-@dataclass(frozen=True, slots=True)
 class BusAuth:
     """Who may connect to the embedded server, as its config file says.
 
-    ``router`` is in the application account (JetStream, every subject);
-    ``callout`` is alone in the callout account and answers the server's
-    authorization requests, signed with ``issuer_seed``; ``system`` is in the
-    system account (to disconnect a revoked connection). Any other connection
-    is decided by the callout and placed in ``account``.
+    The scheduler's own parts log in with nkeys whose seeds live only in this
+    process's memory (the config file holds public keys: reading it grants
+    nothing): ``router`` in the application account (JetStream, every subject);
+    ``callout`` alone in the callout account, answering the server's
+    authorization requests signed with ``issuer_seed``; ``system`` in the system
+    account (to disconnect a revoked connection). Any other connection is decided
+    by the callout and placed in ``account``.
     """
 
-    router: Login
-    callout: Login
-    system: Login
+    router_seed: str
+    callout_seed: str
+    system_seed: str
     issuer_seed: str
     account: str = "SCHEDULE"
 
     @classmethod
     def generate(cls) -> BusAuth:
-        from sympozium_schedule.adapters.nats.jwt import new_account_seed
+        from sympozium_schedule.adapters.nats.jwt import new_account_seed, new_user_seed
 
-        def login(user: str) -> Login:
-            return Login(user, secrets.token_urlsafe(32))
-
-        return cls(login("sympozium-schedule-router"), login("sympozium-schedule-callout"),
-                   login("sympozium-schedule-system"), new_account_seed())
-
-    @property
-    def issuer_public_key(self) -> str:
-        from sympozium_schedule.adapters.nats.jwt import Signer
-
-        return Signer.from_seed(self.issuer_seed).public_key
+        return cls(new_user_seed(), new_user_seed(), new_user_seed(), new_account_seed())
 
     def config(self) -> dict[str, Any]:
         """The accounts and callout blocks of the server config."""
-        def users(login: Login) -> list[dict[str, str]]:
-            return [{"user": login.user, "password": login.password}]
+        from sympozium_schedule.adapters.nats.jwt import public_key
 
+        router, callout, system = (public_key(s) for s in
+                                   (self.router_seed, self.callout_seed, self.system_seed))
         return {
             "accounts": {
-                self.account: {"jetstream": "enabled", "users": users(self.router)},
-                "AUTH": {"users": users(self.callout)},
-                "SYS": {"users": users(self.system)},
+                self.account: {"jetstream": "enabled", "users": [{"nkey": router}]},
+                "AUTH": {"users": [{"nkey": callout}]},
+                "SYS": {"users": [{"nkey": system}]},
             },
             "system_account": "SYS",
             "authorization": {"auth_callout": {
-                "issuer": self.issuer_public_key, "account": "AUTH",
-                "auth_users": [self.router.user, self.callout.user, self.system.user]}},
+                "issuer": public_key(self.issuer_seed), "account": "AUTH",
+                "auth_users": [router, callout, system]}},
         }
-
-    def save(self, path: Path) -> None:
-        write_private(path, json.dumps(asdict(self), indent=2))
-
-    @classmethod
-    def load(cls, path: Path) -> BusAuth:
-        data = json.loads(path.read_text())
-        return cls(Login(**data["router"]), Login(**data["callout"]), Login(**data["system"]),
-                   data["issuer_seed"], data.get("account", "SCHEDULE"))
 
 
 def write_private(path: Path, text: str) -> None:
@@ -193,10 +170,6 @@ class EmbeddedNats:
         config_file = self.data_dir / CONFIG_FILE
         _stop_leftover(pid_file)
         write_private(config_file, self._config(store))
-        if self.auth is not None:
-            self.auth.save(self.data_dir / AUTH_FILE)
-        else:
-            (self.data_dir / AUTH_FILE).unlink(missing_ok=True)
         self._process = await asyncio.create_subprocess_exec(
             find_binary(), "-c", str(config_file),
             "--ports_file_dir", str(ports), "-l", str(log_file), "-P", str(pid_file),
@@ -234,14 +207,6 @@ class EmbeddedNats:
                 process.kill()
             await process.wait()
         (self.data_dir / URL_FILE).unlink(missing_ok=True)
-
-
-def read_auth(data_dir: Path) -> BusAuth | None:
-    """The credentials a running ``run`` wrote for its own server, if any."""
-    try:
-        return BusAuth.load(data_dir / AUTH_FILE)
-    except (OSError, ValueError, KeyError, TypeError):
-        return None
 
 
 def read_url(data_dir: Path) -> str | None:
