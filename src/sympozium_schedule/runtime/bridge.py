@@ -29,6 +29,7 @@ from typing import Any
 import structlog
 
 from sympozium_schedule.adapters.ipc import (
+    MAX_NAME_BYTES,
     SETTLE_SECONDS,
     Claimed,
     FolderUnusable,
@@ -36,7 +37,6 @@ from sympozium_schedule.adapters.ipc import (
     RequestRefused,
     ScheduleFolder,
     is_request,
-    new_request_id,
 )
 from sympozium_schedule.adapters.nats.bus import (
     Bus,
@@ -299,15 +299,16 @@ class Bridge:
         folder = self.folder
         assert folder is not None
         if isinstance(item, str):
-            try:
-                claimed = folder.claim(item)
-            except RequestRefused as exc:
-                self._write(item, answer(new_request_id(), item, "rejected", str(exc)))
-                return
+            claimed = folder.claim(item)
             if claimed is None:
                 return  # taken already (a duplicate event)
         else:
             claimed = item
+        if claimed.too_long:
+            length = len(claimed.name.encode())
+            self._reject(claimed, f"the file name is {length} bytes; the limit is {MAX_NAME_BYTES}. "
+                                  "Use a shorter name.")
+            return
         try:
             raw = folder.read(claimed)
         except FileNotFoundError:

@@ -46,7 +46,7 @@ SCHEDULES = "schedules"
 # A file modified less than this long ago may still be being written: a rescan
 # leaves it for its IN_CLOSE_WRITE.
 SETTLE_SECONDS = 1.0
-MAX_NAME_BYTES = 200  # leaves room for "<request id>~" in .outbox and .sent
+MAX_NAME_BYTES = 232  # leaves room for "<request id>~" in .outbox and .sent
 _DIR_FLAGS = os.O_RDONLY | os.O_DIRECTORY | os.O_NOFOLLOW | os.O_CLOEXEC
 _READ_FLAGS = os.O_RDONLY | os.O_NOFOLLOW | os.O_NONBLOCK | os.O_CLOEXEC
 _CREATE_FLAGS = os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW | os.O_CLOEXEC
@@ -99,9 +99,13 @@ class Claimed:
 
     request_id: str
     name: str
+    # Set when the name is too long to keep: the entry holds a hash of it instead.
+    too_long: bool = False
 
     @property
     def entry(self) -> str:
+        if self.too_long:
+            return f"{self.request_id}~{hashlib.sha256(self.name.encode()).hexdigest()[:32]}.json"
         return f"{self.request_id}~{self.name}"
 
     @classmethod
@@ -260,11 +264,9 @@ class ScheduleFolder:
     # --- taking a request ---------------------------------------------------------------------
 
     def claim(self, name: str) -> Claimed | None:
-        """Move ``name`` out of the agent's way under a new request id (None: gone)."""
-        if len(name.encode()) > MAX_NAME_BYTES:
-            raise RequestRefused(f"the file name is {len(name.encode())} bytes; the limit is "
-                                 f"{MAX_NAME_BYTES}. Use a shorter name.")
-        claimed = Claimed(new_request_id(), name)
+        """Move ``name`` out of the agent's way under a new request id (None: gone).
+        A name too long to archive is claimed under a hash and must be refused."""
+        claimed = Claimed(new_request_id(), name, too_long=len(name.encode()) > MAX_NAME_BYTES)
         try:
             os.rename(name, claimed.entry, src_dir_fd=self.fd, dst_dir_fd=self._sub(OUTBOX_DIR))
         except FileNotFoundError:
