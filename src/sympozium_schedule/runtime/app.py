@@ -31,6 +31,7 @@ from sympozium_schedule.adapters.sqlite import SQLiteStore
 from sympozium_schedule.core.requests import Limits
 from sympozium_schedule.ports.store import Obj
 from sympozium_schedule.runtime.bridge import Bridge, BridgeSettings
+from sympozium_schedule.runtime.bus_identity import CalloutConfig, ServiceAccountTokens, lightkube_review
 from sympozium_schedule.runtime.controller import Controller, ControllerSettings
 from sympozium_schedule.runtime.metrics import Metrics
 from sympozium_schedule.runtime.paths import runs_dir, store_path
@@ -213,6 +214,14 @@ async def serve_callout(nats_url: str, auth: BusAuth, tokens: RunTokens) -> None
         await disconnector.close()
 
 
+async def serve_kubernetes_callout(nats_url: str, config: CalloutConfig, store: Any) -> None:
+    """Bridges in agent pods present their ServiceAccount token; TokenReview says which pod."""
+    reviewer = ServiceAccountTokens(store, lightkube_review(store.client, config.audience),
+                                    ttl=config.ttl)
+    callout = Callout(Signer.from_seed(config.issuer_seed), config.account, reviewer.authorize)
+    await callout.serve(nats_url, config.login)
+
+
 # --- Kubernetes mode ---------------------------------------------------------------------------
 
 
@@ -230,6 +239,11 @@ class KubernetesSettings:
     http_port: int | None = 8080
     nats_url: str | None = None  # the router runs when set
     limits: Limits = field(default_factory=Limits)
+    # The router's own login on the bus, the auth callout it serves (bridges' run
+    # credentials), and whether it believes identities named in unscoped messages.
+    router_credential: Credential | None = None
+    callout: CalloutConfig | None = None
+    allow_unscoped_publishers: bool = False
     controller: bool = True
     memory_labels: dict[str, str | None] = field(
         default_factory=lambda: {"sympozium.ai/component": "memory"})
@@ -264,8 +278,10 @@ async def run_kubernetes(settings: KubernetesSettings) -> None:
     controller = Controller(store, settings=ControllerSettings(
         namespaces=settings.namespaces, memory_labels=settings.memory_labels),
         metrics=metrics, leader=elector) if settings.controller else None
-    router = (Router(store, RouterSettings(nats_url=settings.nats_url, limits=settings.limits),
-                     metrics=metrics) if settings.nats_url else None)
+    router = (Router(store, RouterSettings(
+        nats_url=settings.nats_url, limits=settings.limits, credential=settings.router_credential,
+        allow_unscoped_publishers=settings.allow_unscoped_publishers), metrics=metrics)
+        if settings.nats_url else None)
 
     def ready() -> bool:
         # Synced caches, and a standby counts as ready while it can reach the API:
@@ -296,6 +312,9 @@ async def run_kubernetes(settings: KubernetesSettings) -> None:
                 tasks.append(group.create_task(elector.run(), name="leader-election"))
             if router is not None:
                 tasks.append(group.create_task(router.run(), name="router"))
+            if settings.callout is not None and settings.nats_url is not None:
+                tasks.append(group.create_task(serve_kubernetes_callout(
+                    settings.nats_url, settings.callout, store), name="bus-callout"))
             if settings.http_port is not None:
                 tasks.append(group.create_task(serve_http(
                     metrics, port=settings.http_port, ready=ready, leading=leading)))
