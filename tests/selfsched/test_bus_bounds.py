@@ -7,7 +7,7 @@ from __future__ import annotations
 import pytest
 
 from sympozium_schedule.adapters.nats.bus import ROUTER_DURABLE, BusLimits
-from sympozium_schedule.adapters.nats.subjects import REQUEST_STREAM
+from sympozium_schedule.adapters.nats.subjects import REQUEST_STREAM, RESULT_STREAM
 from tests.selfsched.conftest import Agent, System, assert_answer, eventually
 
 pytestmark = pytest.mark.asyncio(loop_scope="module")
@@ -39,6 +39,24 @@ async def test_a_deleted_request_stream_is_recreated(system: System, alice: Agen
     answer = await alice.ask(name="after", action="create", **HOURLY)
 
     assert_answer(answer, "accepted", "created")
+    system.check_router()
+
+
+@pytest.mark.parametrize("victim", [pytest.param("KV_sympozium-schedule-requests", id="dedupe-bucket"),
+                                    pytest.param(RESULT_STREAM, id="answers-stream")])
+async def test_a_deleted_bucket_or_answer_stream_is_recreated(
+        system: System, alice: Agent, victim: str) -> None:
+    assert_answer(await alice.ask(name="before", action="create", **HOURLY), "accepted")
+    bus = await system.bus()
+    await bus.js.delete_stream(victim)
+
+    answer = await alice.ask(name="after", action="create", **HOURLY)
+
+    # Applied once; if the record of it could not be written the first time, the
+    # redelivery finds the schedule as asked ("nothing changed") and says so.
+    assert_answer(answer, "accepted", "'alice-after'")
+    assert await system.schedule_names() == ["alice-after", "alice-before"]
+    assert (await bus.js.stream_info(victim)).config.name == victim
     system.check_router()
 
 

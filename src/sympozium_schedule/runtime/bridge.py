@@ -160,13 +160,13 @@ class Bridge:
             if self._bus is not None and settings.token_file is not None:
                 self._bus.nc.options["token"] = settings.credential()
 
-        async def reconnected() -> None:
+        async def wake() -> None:
             self._catch_up.set()
 
         connect = asyncio.ensure_future(Bus.connect_retrying(
             settings.nats_url, name=f"ipc-bridge-{settings.agent_run_id}",
             credential=Credential(token=settings.credential()), inbox_prefix=self.subjects.inbox,
-            on_disconnect=refresh_token, on_reconnect=reconnected))
+            on_disconnect=refresh_token, on_reconnect=wake, on_closed=wake))
         stopped = asyncio.ensure_future(stop.wait())
         await asyncio.wait({connect, stopped}, return_when=asyncio.FIRST_COMPLETED)
         stopped.cancel()
@@ -210,8 +210,10 @@ class Bridge:
         """Answers the subscription missed (published while disconnected, or before a
         restarted bridge subscribed): one direct get per request still waiting."""
         while True:
+            # Asleep while nothing is awaited: woken by a reconnect or a closed connection.
             with contextlib.suppress(TimeoutError):
-                await asyncio.wait_for(self._catch_up.wait(), CATCH_UP_EVERY)
+                await asyncio.wait_for(self._catch_up.wait(),
+                                       CATCH_UP_EVERY if self._outstanding else None)
             self._catch_up.clear()
             bus = self._bus
             if bus is not None and not bus.usable:

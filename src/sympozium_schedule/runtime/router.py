@@ -176,6 +176,7 @@ class Router:
         self._bus: Bus | None = None
         self._kv: KeyValue | None = None
         self._turns: dict[tuple[str, str], tuple[asyncio.Lock, int]] = {}
+        self._repair = asyncio.Event()
 
     async def _prepare(self) -> str:
         """Streams and the dedupe bucket, as configured (again after a server lost them)."""
@@ -196,9 +197,13 @@ class Router:
                 log.info("router consuming", subjects=settings.subjects, stream=stream,
                          durable=settings.durable)
                 self.ready.set()
-                await self._bus.consume(settings.subjects, settings.durable, self.handle,
-                                        stream=stream, concurrency=settings.concurrency,
-                                        restore=self._prepare)
+                repairs = asyncio.create_task(self._repairs())
+                try:
+                    await self._bus.consume(settings.subjects, settings.durable, self.handle,
+                                            stream=stream, concurrency=settings.concurrency,
+                                            restore=self._prepare)
+                finally:
+                    repairs.cancel()
             except BusUnavailable as exc:
                 log.info("router waiting for NATS", error=str(exc))
                 await asyncio.sleep(1.0)
@@ -207,6 +212,20 @@ class Router:
                 if self._bus is not None:
                     await self._bus.close()
                     self._bus = None
+
+    async def _repairs(self) -> None:
+        """After bus trouble while answering (the bucket or the answers' stream deleted,
+        say), make them again: at most once a second, while requests keep failing."""
+        while True:
+            await self._repair.wait()
+            self._repair.clear()
+            if self._bus is not None:
+                self._bus.forget_streams()
+                try:
+                    await self._prepare()
+                except BusUnavailable as exc:
+                    log.info("cannot restore the router's streams yet", error=str(exc))
+            await asyncio.sleep(1.0)
 
     # --- one message --------------------------------------------------------------------
 
@@ -262,6 +281,7 @@ class Router:
                                     msg_id=f"{request.dedupe_key}#result")
         except BusUnavailable as exc:
             log.info("bus trouble, request will be redelivered", error=str(exc))
+            self._repair.set()
             return Disposition.NAK, 1.0
         except StoreError as exc:
             log.info("store trouble, request will be redelivered", error=str(exc))

@@ -161,7 +161,8 @@ class Bus:
                       credential: Credential | None = None,
                       inbox_prefix: str | None = None, limits: BusLimits | None = None,
                       on_disconnect: Callable[[], Awaitable[None]] | None = None,
-                      on_reconnect: Callable[[], Awaitable[None]] | None = None) -> Bus:
+                      on_reconnect: Callable[[], Awaitable[None]] | None = None,
+                      on_closed: Callable[[], Awaitable[None]] | None = None) -> Bus:
         async def quiet(exc: Exception) -> None:
             log.debug("nats connection error", error=_why(exc))
 
@@ -172,6 +173,8 @@ class Bus:
             options["disconnected_cb"] = on_disconnect
         if on_reconnect is not None:
             options["reconnected_cb"] = on_reconnect
+        if on_closed is not None:
+            options["closed_cb"] = on_closed
         try:
             nc = await nats.connect(
                 servers=[url], name=name, connect_timeout=timeout, allow_reconnect=True,
