@@ -4,6 +4,7 @@ refused to the agent, in words it can act on, instead of growing the data direct
 
 from __future__ import annotations
 
+import nats.js.errors
 import pytest
 
 from sympozium_schedule.adapters.nats.bus import ROUTER_DURABLE, BusLimits
@@ -56,7 +57,13 @@ async def test_a_deleted_bucket_or_answer_stream_is_recreated(
     # redelivery finds the schedule as asked ("nothing changed") and says so.
     assert_answer(answer, "accepted", "'alice-after'")
     assert await system.schedule_names() == ["alice-after", "alice-before"]
-    assert (await bus.js.stream_info(victim)).config.name == victim
+    async def restored() -> bool:
+        try:
+            return (await bus.js.stream_info(victim)).config.name == victim
+        except nats.js.errors.NotFoundError:
+            return False
+
+    await eventually(restored, what=f"{victim} made again")
     system.check_router()
 
 
