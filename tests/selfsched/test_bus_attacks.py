@@ -27,6 +27,8 @@ from sympozium_schedule.adapters.nats.subjects import (
     RESULT_STREAM,
     RunSubjects,
 )
+from sympozium_schedule.core.requests import Limits
+from sympozium_schedule.runtime.app import bridge_for
 from tests.selfsched.conftest import NAMESPACE, TIMEOUT, Agent, System, assert_answer, eventually
 
 pytestmark = pytest.mark.asyncio(loop_scope="module")
@@ -236,3 +238,25 @@ async def test_a_revoked_credential_is_disconnected_and_refused(system: System, 
     again = type(raw)()
     with pytest.raises(nats.errors.Error, match=r"(?i)authorization violation"):
         await again.connect(system.url, token=token)
+
+
+async def test_the_runner_s_bridge_credential_ends_with_the_run(system: System, tmp_path: Any) -> None:
+    """``bridge_for`` (what `run` gives the runner) mints a token when a run's bridge
+    starts and revokes it when the bridge stops."""
+    tokens = system.nats.tokens
+    start = bridge_for(system.url, Limits(), tokens)
+    run = {"metadata": {"name": "alice-run-7", "namespace": NAMESPACE}, "spec": {"instanceRef": "alice"}}
+    before = len(tokens._runs)
+    stop = asyncio.Event()
+    ipc = tmp_path / "ipc"
+    (ipc / "schedules").mkdir(parents=True)
+    task = asyncio.create_task(start(run, ipc, stop))
+    await eventually(lambda: len(tokens._runs) == before + 1, what="a token minted for the run")
+    (token,) = [t for t, r in tokens._runs.items() if r.run == "alice-run-7"]
+    assert tokens._runs[token] == RunSubjects(NAMESPACE, "alice", "alice-run-7")
+
+    stop.set()
+    await asyncio.wait_for(task, TIMEOUT)
+
+    assert token not in tokens._runs
+    assert len(tokens._runs) == before

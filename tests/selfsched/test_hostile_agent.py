@@ -7,6 +7,7 @@ from __future__ import annotations
 import asyncio
 import json
 import os
+import re
 import signal
 import subprocess
 import sys
@@ -87,6 +88,10 @@ def test_a_hostile_agent_changes_nothing_outside_its_own(tmp_path: Path) -> None
             process.wait()
         log.close()
 
+    assert data_dir.stat().st_mode & 0o777 == 0o700
+    config = data_dir / "nats-server.conf"
+    assert config.stat().st_mode & 0o777 == 0o600
+    assert not re.search(r'"S[UA][A-Z2-7]{50,}"', config.read_text()), "a seed in the server config"
     attacks = report["attacks"]
     succeeded = {name: a["detail"] for name, a in attacks.items() if a["succeeded"]}
     assert succeeded == {}, json.dumps(report, indent=2)
