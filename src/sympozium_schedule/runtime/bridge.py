@@ -139,7 +139,12 @@ class Bridge:
                 done, _ = await asyncio.wait({event}, timeout=timeout)
                 if not done:
                     continue
-                batch = event.result()
+                try:
+                    batch = event.result()
+                except FolderUnusable as exc:
+                    log.error("the bridge stops watching its folder", run=self.settings.agent_run_id,
+                              error=str(exc))
+                    return
                 event = asyncio.ensure_future(arrivals.next())
                 if batch is None:
                     rescan_at = loop.time()  # overflow: events were lost
