@@ -173,6 +173,23 @@ async def test_a_reused_file_name_is_a_new_request_with_its_own_answer(
     assert archived(alice) == [request.name, request.name]
 
 
+async def test_a_name_reused_as_soon_as_it_is_taken_is_still_a_new_request(
+        system: System, alice: Agent) -> None:
+    """Written again the moment the bridge claimed the first (no answer awaited)."""
+    name = "schedule-quick.json"
+    for n in range(3):
+        request = alice.drop(name, json.dumps({"name": f"quick-{n}", "action": "create", **HOURLY}))
+        await eventually(lambda r=request: not r.exists(), what=f"request {n} claimed")
+
+    async def three() -> list[str] | None:
+        names = await system.schedule_names()
+        return names if len(names) == 3 else None
+
+    assert await eventually(three, what="three schedules") == [
+        "alice-quick-0", "alice-quick-1", "alice-quick-2"]
+    await eventually(lambda: archived(alice) == [name] * 3, what="three requests archived")
+
+
 async def test_a_request_written_in_pieces_is_read_once_whole(system: System, alice: Agent) -> None:
     """Written straight into its final name, with pauses longer than any debounce: the
     bridge reads it when the writer closes it, not before."""

@@ -260,8 +260,10 @@ class Bridge:
             blog.error("bridge cannot use the IPC folder", error=str(exc))
             return
         blog.info("bridge watching", folder=str(self.folder.path))
+        # Sent by an earlier bridge of this run: their answers may have come meanwhile.
+        looked_for_since = time.monotonic() - 1.0  # due for a direct get at once
         for claimed in self.folder.recently_sent(within=ANSWER_HORIZON):
-            self._outstanding[claimed.request_id] = (claimed.name, 0.0)
+            self._outstanding[claimed.request_id] = (claimed.name, looked_for_since)
         tasks: list[asyncio.Task[None]] = [asyncio.create_task(self._watch())]
         try:
             self._bus = await self._connect(stop)
@@ -298,14 +300,14 @@ class Bridge:
             except Exception:  # one bad file must not stop the others
                 log.exception("could not forward a request file", file=str(item))
             finally:
-                if isinstance(item, str):
-                    self._queued.discard(item)
                 self._queue.task_done()
 
     async def _forward(self, item: str | Claimed) -> None:
         folder = self.folder
         assert folder is not None
         if isinstance(item, str):
+            # Before the claim: the same name written again from now on is queued again.
+            self._queued.discard(item)
             claimed = folder.claim(item)
             if claimed is None:
                 return  # taken already (a duplicate event)
