@@ -4,8 +4,9 @@ attack of issue 9 from inside the run, then writes what succeeded.
     sympozium-schedule run --agent-command "python tests/selfsched/hostile_agent.py"
 
 It uses only what an agent is given (its environment, its IPC folder) and what it can
-find on the machine (the scheduler's command line in /proc, listening loopback ports,
-files it can read). Report: ``$IPC_PATH/output/hostile-report.json`` (and the usual
+find on the machine (the scheduler's command line in /proc, its bus's listening port,
+files it can read). It attacks only its own scheduler's bus, never another server on
+the machine. Report: ``$IPC_PATH/output/hostile-report.json`` (and the usual
 ``output/result.json``), ``{"attacks": {name: {"succeeded": bool, "detail": str}},
 "legitimate": {...}}``. ``succeeded`` means the defence failed.
 
@@ -72,13 +73,31 @@ def data_dirs() -> list[Path]:
     return list(dict.fromkeys(found))
 
 
-def listening_ports() -> list[int]:
-    ports = set()
+def listening_ports(dirs: list[Path]) -> list[int]:
+    """The ports its own scheduler's bus listens on: those named in a readable
+    ``nats.url``, and the listening sockets of the nats-server whose command line names
+    the data directory (its open sockets matched to /proc/net/tcp). Only its own:
+    running this script must never touch other servers on the machine."""
+    ports: set[int] = set()
+    for directory in dirs:
+        with contextlib.suppress(OSError, ValueError):
+            ports.add(int((directory / "nats.url").read_text().strip().rsplit(":", 1)[1]))
+    inodes: set[str] = set()
+    for proc in Path("/proc").iterdir():
+        with contextlib.suppress(OSError):
+            cmdline = (proc / "cmdline").read_bytes()
+            if b"nats-server" not in cmdline or not any(str(d).encode() in cmdline for d in dirs):
+                continue
+            for fd in (proc / "fd").iterdir():
+                with contextlib.suppress(OSError):
+                    target = os.readlink(fd)
+                    if target.startswith("socket:["):
+                        inodes.add(target[8:-1])
     for table in ("/proc/net/tcp", "/proc/net/tcp6"):
         with contextlib.suppress(OSError):
             for line in Path(table).read_text().splitlines()[1:]:
                 fields = line.split()
-                if len(fields) > 3 and fields[3] == "0A":  # LISTEN
+                if len(fields) > 9 and fields[3] == "0A" and fields[9] in inodes:  # LISTEN
                     ports.add(int(fields[1].rsplit(":", 1)[1], 16))
     return sorted(ports)
 
@@ -276,7 +295,7 @@ def legitimate() -> None:
 
 def main() -> int:
     dirs = data_dirs()
-    ports = nats_ports(listening_ports())
+    ports = nats_ports(listening_ports(dirs))
     files = secrets_in(dirs)
     # The store changes as it should (its own requests); these must not change at all.
     watched = [d / "nats-server.conf" for d in dirs] + [Path("/etc/hostname")]
