@@ -260,3 +260,22 @@ async def test_the_runner_s_bridge_credential_ends_with_the_run(system: System, 
 
     assert token not in tokens._runs
     assert len(tokens._runs) == before
+
+
+async def test_a_bridge_outlives_its_authorizations_expiry(system: System) -> None:
+    """The server disconnects a connection whose user JWT expired, and nats-py does not
+    come back from that by itself: the bridge connects afresh (and is authorized again
+    while its run lasts)."""
+    tokens = system.nats.tokens
+    shipped, tokens.ttl = tokens.ttl, 2.0
+    try:
+        agent = await system.add_agent("alice", run="alice-run-short")
+    finally:
+        tokens.ttl = shipped
+    first = agent.bridge._bus
+    assert first is not None
+
+    await eventually(lambda: agent.bridge._bus not in (None, first), what="a fresh connection")
+    answer = await agent.ask(name="later", action="create", **HOURLY)
+
+    assert_answer(answer, "accepted", "created schedule 'alice-later'")
