@@ -31,7 +31,8 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
-from sympozium_schedule.adapters.nats.bus import UPSERT_SUBJECT
+from sympozium_schedule.adapters.ipc import MAX_NAME_BYTES, ScheduleFolder, result_name
+from sympozium_schedule.adapters.nats.subjects import RunSubjects
 from sympozium_schedule.core.cron import compile_schedule, shortest_gap
 from sympozium_schedule.core.model import LABEL_INSTANCE, LABEL_SOURCE, ScheduleSpec
 from sympozium_schedule.core.requests import (
@@ -42,7 +43,7 @@ from sympozium_schedule.core.requests import (
     parse_request,
     plan,
 )
-from sympozium_schedule.runtime.bridge import Bridge, BridgeSettings, request_id
+from sympozium_schedule.runtime.bridge import Bridge, BridgeSettings
 from tests.fuzz import corpus
 from tests.fuzz.conftest import fuzz
 from tests.fuzz.specs import LABELS, LIMITS, request_body, utf8
@@ -76,9 +77,6 @@ class RecordingBus:
     def __init__(self) -> None:
         self.published: list[tuple[str, bytes, str]] = []
 
-    async def ensure_request_stream(self) -> str:
-        return "SYMPOZIUM_SCHEDULE_REQUESTS"
-
     async def publish(self, subject: str, payload: bytes, *, msg_id: str) -> bool:
         self.published.append((subject, payload, msg_id))
         return True
@@ -92,11 +90,22 @@ def ipc_root(tmp_path_factory: pytest.TempPathFactory) -> Path:
     return tmp_path_factory.mktemp("ipc")
 
 
-# Names up to 240 bytes: longer ones leave no room for the result's name, which
-# test_a_request_file_with_a_long_name_is_answered_and_the_bridge_goes_on exposes.
+# Names up to 240 bytes, some too long to archive (over MAX_NAME_BYTES): those are refused.
 FILE_NAMES = ["schedule-1.json", "schedule-\u00e9.json", "a b.json", "-.json", "x.JSON", "x.json.json",
               "schedule-2.result.json", ".hidden.json", "schedule-1.json.tmp", "\u202e.json", "..json",
-              "notes.txt", "'; drop.json", "\U0001f600.json", "x" * 235 + ".json", "\n.json", "\\.json"]
+              "notes.txt", "'; drop.json", "\U0001f600.json", "x" * 235 + ".json", "\n.json", "\\.json",
+              "y" * 200 + ".json", "~.json", "a~b.json"]
+
+
+def archived(folder: Path) -> dict[str, tuple[str, bytes]]:
+    """``.sent/<request id>~<name>`` by name: (request id, content)."""
+    found: dict[str, tuple[str, bytes]] = {}
+    if not (folder / ".sent").is_dir():
+        return found
+    for entry in (folder / ".sent").iterdir():
+        request_id, _, name = entry.name.partition("~")
+        found[name] = (request_id, entry.read_bytes())
+    return found
 
 
 @fuzz(1500)
@@ -109,46 +118,53 @@ def test_the_bridge_answers_or_forwards_every_request_file(
                               namespace=WHO.namespace, nats_url="nats://127.0.0.1:9",
                               max_request_bytes=LIMITS.max_request_bytes)
     bridge = Bridge(settings)
+    folder = bridge.folder = ScheduleFolder(ipc, max_bytes=LIMITS.max_request_bytes)
     bus = RecordingBus()
     bridge._bus = bus  # type: ignore[assignment]  # the one thing it needs of NATS
     contents = {name: request_file(rng) for name in names}
     for name, content in contents.items():
-        (bridge.folder.dir / name).write_bytes(content)
+        (folder.path / name).write_bytes(content)
 
-    pending = bridge.folder.pending()
-    assert sorted(p.name for p in pending) == sorted(n for n in names if n.endswith(".json")
-                                                    and not n.endswith(".result.json")
-                                                    and not n.startswith("."))
+    pending, _ = folder.pending(settle=0.0)
+    assert sorted(pending) == sorted(n for n in names if n.endswith(".json")
+                                     and not n.endswith(".result.json") and not n.startswith("."))
 
-    async def publish_all() -> None:
-        for path in pending:
-            await bridge._publish_file(path)
+    async def forward_all() -> None:
+        for name in pending:
+            await bridge._forward(name)
 
-    asyncio.run(publish_all())
+    try:
+        asyncio.run(forward_all())
+        sent = archived(folder.path)
+    finally:
+        folder.close()
     published = {json.loads(p)["metadata"]["requestFile"]: (s, json.loads(p), m) for s, p, m in bus.published}
-    for path in pending:
-        name, content = path.name, contents[path.name]
+    for name in pending:
+        content = contents[name]
         assert "result" not in name, "result files are not requests"
-        assert not path.exists(), f"{name} was not archived"
-        assert (bridge.folder.sent / name).read_bytes() == content
-        result = bridge.folder.dir / (name.removesuffix(".json") + ".result.json")
+        assert not (folder.path / name).exists(), f"{name} was not archived"
+        result = folder.path / result_name(name)
         if name not in published:  # answered by the bridge itself
             answer = json.loads(result.read_text())
             assert answer["status"] == "rejected", answer
-            assert answer["requestId"] == request_id(settings, name)
             assert answer["requestFile"] == name
             assert answer["schedule"] is None
             assert len(answer["message"]) > 10, answer
-            assert len(content) > LIMITS.max_request_bytes or not valid_json(content), (name, content)
+            too_long = len(name.encode()) > MAX_NAME_BYTES
+            assert too_long or len(content) > LIMITS.max_request_bytes or not valid_json(content), \
+                (name, content)
+            if not too_long:
+                assert sent[name] == (answer["requestId"], content)
             continue
         subject, envelope, msg_id = published[name]
         assert not result.exists()
-        assert subject == UPSERT_SUBJECT
-        assert msg_id == request_id(settings, name)
+        assert subject == RunSubjects(WHO.namespace, WHO.instance, WHO.run).request
+        assert sent[name] == (msg_id, content)
         assert envelope["data"] == json.loads(content)
         assert envelope["metadata"] == {  # who is asking comes from the bridge, never the file
             "agentRunID": WHO.run, "instanceName": WHO.instance, "namespace": WHO.namespace,
             "requestId": msg_id, "requestFile": name}
+    assert len({m for _, _, m in bus.published}) == len(bus.published), "request ids are unique"
 
 
 def valid_json(content: bytes) -> bool:
@@ -284,16 +300,17 @@ def test_a_request_file_with_a_long_name_is_answered_and_the_bridge_goes_on(ipc_
                                    namespace=WHO.namespace, nats_url="nats://127.0.0.1:9"))
     bus = RecordingBus()
     bridge._bus = bus  # type: ignore[assignment]
-    long_name = bridge.folder.dir / ("x" * 245 + ".json")
+    folder = bridge.folder = ScheduleFolder(ipc, max_bytes=LIMITS.max_request_bytes)
+    long_name = folder.path / ("x" * 245 + ".json")
     long_name.write_bytes(b"not json")
-    after = bridge.folder.dir / "schedule-2.json"
+    after = folder.path / "schedule-2.json"
     after.write_text(json.dumps({"name": "after", "action": "delete"}))
 
     async def forward() -> None:
         publisher = asyncio.create_task(bridge._publish_loop())
         try:
             for path in (long_name, after):
-                bridge._enqueue(path)
+                bridge._enqueue(path.name)
             with contextlib.suppress(TimeoutError):  # the assertions below say what is missing
                 await asyncio.wait_for(bridge._queue.join(), 2.0)
         finally:

@@ -1,4 +1,7 @@
-"""Raw messages on ``sympozium.schedule.upsert``, fuzzed through ``Router.handle``.
+"""Raw messages, fuzzed through ``Router.handle``: on a run's scoped subject
+(``sympozium.schedule.request.<ns>.<instance>.<run>``, the identity the bus vouches
+for) and on the unscoped ``sympozium.schedule.upsert`` of Sympozium's own bridge
+(believed with ``allow_unscoped_publishers`` only).
 
 The router is the real one on a real SQLite store; what it needs of NATS (``_bus``
 to publish the answer, ``_kv`` to remember answered request ids) are in-memory
@@ -14,7 +17,9 @@ requests. Properties:
 * any other message is ACKed with exactly one answer on its run's result subject
   (status, message, request id); a rejection changes nothing in the store, an
   acceptance changes only the agent's own schedule ``<instance>-<name>``;
-* the same request delivered again gets the same answer and changes nothing.
+* the same request delivered again gets the same answer and changes nothing;
+* on a scoped subject, the answer goes to the subject's run, and metadata naming
+  anyone else is refused with nothing changed.
 """
 
 from __future__ import annotations
@@ -31,6 +36,7 @@ from hypothesis import given
 from hypothesis import strategies as st
 
 from sympozium_schedule.adapters.nats.bus import MSG_ID, UPSERT_TOPIC, Delivery, Disposition, result_subject
+from sympozium_schedule.adapters.nats.subjects import LEGACY_SUBJECT, RunSubjects, token
 from sympozium_schedule.adapters.sqlite import SQLiteStore
 from sympozium_schedule.core.model import API_VERSION, LABEL_INSTANCE, LABEL_SOURCE, Kind, is_dns1123_label
 from sympozium_schedule.core.requests import Limits
@@ -70,7 +76,8 @@ class World:
     def __init__(self, root: Path):
         self.loop = asyncio.new_event_loop()
         self.store = SQLiteStore(root / "store.db")
-        self.router = Router(self.store, RouterSettings(nats_url="nats://127.0.0.1:9", limits=Limits()))
+        self.router = Router(self.store, RouterSettings(nats_url="nats://127.0.0.1:9", limits=Limits(),
+                                                        allow_unscoped_publishers=True))
         self.kv = MemoryKV()
         self.bus = RecordingBus()
         self.router._kv = self.kv  # type: ignore[assignment]  # what handle needs of NATS
@@ -172,7 +179,7 @@ def test_any_message_is_terminated_or_answered_once_and_touches_only_its_own_sch
     before_store, before_kv = world.snapshot(), dict(world.kv.data)
     world.bus.published.clear()
     seq = rng.getrandbits(20)
-    delivery = Delivery(data=data, headers=headers, subject="sympozium.schedule.upsert",
+    delivery = Delivery(data=data, headers=headers, subject=LEGACY_SUBJECT,
                         delivered=rng.choice([1, 1, 2, 7]), stream_seq=seq)
 
     verdict, delay = world.run(world.router.handle(delivery))
@@ -195,7 +202,7 @@ def test_any_message_is_terminated_or_answered_once_and_touches_only_its_own_sch
     assert answer["status"] in ("accepted", "rejected"), answer
     assert isinstance(answer["message"], str), answer
     assert len(answer["message"]) > 5, answer
-    assert msg_id == f"{answer['requestId']}#result"
+    assert msg_id.endswith("#result")
     after = world.snapshot()
     changed = {k for k in before_store.keys() | after.keys() if before_store.get(k) != after.get(k)}
     if answer["status"] == "rejected":
@@ -219,6 +226,81 @@ def test_any_message_is_terminated_or_answered_once_and_touches_only_its_own_sch
     assert world.snapshot() == after, "a redelivered request is applied once"
 
 
+def scoped_message(rng: random.Random) -> tuple[str, bytes, str | None, str | None]:
+    """(subject, bytes, why it is malformed, why it is refused): a message on a run's
+    own subject, its metadata agreeing, missing, odd or naming someone else."""
+    ns, instance, run = (rng.choice(["default", "default", "other", "Bad_NS"]),
+                         rng.choice(["alice", "alice", "bob", "carol"]), rng.choice(RUNS))
+    subject = RunSubjects(ns, instance, run).request
+    roll = rng.random()
+    if roll < 0.1:
+        return subject, bytes(rng.getrandbits(8) for _ in range(rng.randint(0, 40))), "bytes", None
+    if roll < 0.15:
+        return subject, json.dumps(rng.choice([[1], "x", 5, None])).encode(), "not-an-object", None
+    meta: Any = {"agentRunID": run, "instanceName": instance, "namespace": ns,
+                 # Each request its own id (the same id is the same request, answered
+                 # from the record): ids that are no subject token get hashed.
+                 "requestId": rng.choice([f"req-{rng.getrandbits(40)}", "", None,
+                                          f"a/b.{rng.getrandbits(40)}", "x" * 80 + str(rng.getrandbits(40))]),
+                 "requestFile": "schedule-1.json"}
+    forged = None
+    roll = rng.random()
+    if roll < 0.2:
+        key, value = rng.choice([("instanceName", "bob" if instance != "bob" else "alice"),
+                                 ("agentRunID", "someone-else"), ("namespace", "kube-system")])
+        meta[key] = value
+        forged = key
+    elif roll < 0.35:
+        for key in rng.sample(["agentRunID", "instanceName", "namespace"], rng.randint(1, 3)):
+            del meta[key]
+    elif roll < 0.45:
+        meta = rng.choice([None, "alice", [], 5, {}])
+    envelope = {"topic": UPSERT_TOPIC, "metadata": meta, "data": request_body(rng)}
+    why = "namespace" if ns == "Bad_NS" else None
+    return subject, json.dumps(corpus.storable(envelope)).encode(), why, forged
+
+
+@fuzz(2000)
+@given(rng=st.randoms(use_true_random=True), redeliver=st.booleans())
+def test_a_scoped_message_is_answered_to_its_subjects_run_and_changes_only_that_instance(
+        world: World, rng: random.Random, redeliver: bool) -> None:
+    subject, data, why, forged = scoped_message(rng)
+    ns, instance, run = subject.split(".")[3:]
+    before_store, before_kv = world.snapshot(), dict(world.kv.data)
+    world.bus.published.clear()
+    delivery = Delivery(data=data, headers={}, subject=subject, delivered=rng.choice([1, 2]),
+                        stream_seq=rng.getrandbits(20))
+
+    verdict, _ = world.run(world.router.handle(delivery))
+
+    case = f"{subject} {data!r}"
+    if why is not None:
+        assert verdict is Disposition.TERM, (why, case)
+        assert world.bus.published == [], case
+        assert world.kv.data == before_kv, case
+        return
+    assert verdict is Disposition.ACK, case
+    (answer_subject, payload, _), = world.bus.published
+    answer = json.loads(payload)
+    assert answer_subject.startswith(RunSubjects(ns, instance, run).answers + "."), case
+    assert answer_subject == RunSubjects(ns, instance, run).answer(answer["requestId"])
+    after = world.snapshot()
+    changed = {k for k in before_store.keys() | after.keys() if before_store.get(k) != after.get(k)}
+    if forged is not None:
+        assert answer["status"] == "rejected", (answer, case)
+        assert "identity comes from the bus" in answer["message"], answer
+    if answer["status"] == "rejected":
+        assert not changed, (answer, changed)
+    else:
+        assert {(k[1], k[2].split("-")[0]) for k in changed} <= {(ns, token(instance))}, (answer, changed)
+    if redeliver:
+        world.bus.published.clear()
+        assert world.run(world.router.handle(delivery)) == (Disposition.ACK, 0.0)
+        (_, again, _), = world.bus.published
+        assert json.loads(again) == answer
+        assert world.snapshot() == after
+
+
 # --- found by fuzzing ------------------------------------------------------------------------------
 
 
@@ -233,8 +315,8 @@ def test_a_lone_surrogate_in_a_task_is_answered_not_redelivered_forever(world: W
     before = world.snapshot()
     world.bus.published.clear()
 
-    verdict = world.run(world.router.handle(Delivery(data=data, headers={}, subject="x", delivered=1,
-                                                     stream_seq=1)))
+    verdict = world.run(world.router.handle(Delivery(data=data, headers={}, subject=LEGACY_SUBJECT,
+                                                     delivered=1, stream_seq=1)))
 
     assert verdict == (Disposition.ACK, 0.0)
     (_, payload, _), = world.bus.published

@@ -1,5 +1,7 @@
-"""The self-scheduling path, assembled for real: a ``nats-server`` process, the Schedule
-Router and one IPC bridge per agent (in-process tasks), a SQLite store on ``tmp_path``.
+"""The self-scheduling path, assembled for real: a ``nats-server`` process with the
+shipped authentication (the auth callout, served here as ``run`` serves it), the Schedule
+Router and one IPC bridge per agent (in-process tasks, each with its run's own
+credential), a SQLite store on ``tmp_path``.
 
 Every test gets its own store, router and bridges. The NATS server is one per module
 (test_faults overrides ``shared_nats`` to start one per test, which it stops and
@@ -26,23 +28,29 @@ import pytest
 import pytest_asyncio
 from nats.js import api
 
+from sympozium_schedule.adapters.ipc import new_request_id
 from sympozium_schedule.adapters.nats.bus import (
     DEDUPE_BUCKET,
-    REQUEST_STREAM,
-    RESULT_STREAM,
     ROUTER_DURABLE,
-    UPSERT_SUBJECT,
     Bus,
+    Credential,
     envelope,
-    result_subject,
 )
-from sympozium_schedule.adapters.nats.server import EmbeddedNats
+from sympozium_schedule.adapters.nats.callout import RunTokens
+from sympozium_schedule.adapters.nats.server import BusAuth, EmbeddedNats
+from sympozium_schedule.adapters.nats.subjects import (
+    REQUEST_STREAM,
+    REQUEST_SUBJECTS,
+    RESULT_STREAM,
+    RunSubjects,
+)
 from sympozium_schedule.adapters.sqlite import SQLiteStore
 from sympozium_schedule.agents.schedule_task import result_path, schedule_task, write_request
 from sympozium_schedule.core.model import API_VERSION, LABEL_INSTANCE, Kind
 from sympozium_schedule.core.requests import Limits
 from sympozium_schedule.ports.store import NotFound, Obj, Ref
-from sympozium_schedule.runtime.bridge import Bridge, BridgeSettings, request_id
+from sympozium_schedule.runtime.app import serve_callout
+from sympozium_schedule.runtime.bridge import Bridge, BridgeSettings
 from sympozium_schedule.runtime.router import Router, RouterSettings
 from tests import support
 
@@ -88,6 +96,10 @@ class Agent:
         self.task = task
 
     @property
+    def subjects(self) -> RunSubjects:
+        return RunSubjects(NAMESPACE, self.instance, self.run)
+
+    @property
     def folder(self) -> Path:
         return self.ipc / "schedules"
 
@@ -113,11 +125,10 @@ class Agent:
             timeout=timeout)
         return result
 
-    def metadata(self, request_file: str) -> dict[str, str]:
+    def metadata(self, request_file: str, request_id: str | None = None) -> dict[str, str]:
         """The envelope metadata this agent's bridge would send for ``request_file``."""
         return {"agentRunID": self.run, "instanceName": self.instance, "namespace": NAMESPACE,
-                "requestId": request_id(self.bridge.settings, request_file),
-                "requestFile": request_file}
+                "requestId": request_id or new_request_id(), "requestFile": request_file}
 
     def pending_files(self) -> list[str]:
         """Request files the bridge has not taken (published or answered) yet."""
@@ -125,22 +136,75 @@ class Agent:
                       if p.is_file() and not p.name.startswith(".")
                       and not p.name.endswith(".result.json"))
 
+    def sent_files(self) -> list[str]:
+        """Request file names archived in ``.sent/`` (as ``<request id>~<name>``)."""
+        sent = self.folder / ".sent"
+        return sorted(p.name.split("~", 1)[1] for p in sent.iterdir()) if sent.is_dir() else []
+
+
+class SecureNats:
+    """A NATS server configured as ``run`` configures it, and the callout ``run`` serves."""
+
+    def __init__(self, root: Path):
+        self.root = root
+        self.auth = BusAuth.generate()
+        self.tokens = RunTokens(result_stream=RESULT_STREAM)
+        self.server = EmbeddedNats(root, auth=self.auth)
+        self.url = ""
+        self._callout: asyncio.Task[None] | None = None
+
+    async def start(self, *, port: int = -1) -> str:
+        self.server = EmbeddedNats(self.root, port=port, auth=self.auth)
+        self.url = await self.server.start()
+        if self._callout is None:
+            self._callout = asyncio.create_task(serve_callout(self.url, self.auth, self.tokens))
+        return self.url
+
+    async def stop(self, *, kill: bool = False) -> None:
+        process = self.server._process  # EmbeddedNats only offers the clean stop
+        if kill and process is not None and process.returncode is None:
+            process.send_signal(signal.SIGKILL)
+            await process.wait()
+        await self.server.stop()
+
+    async def close(self) -> None:
+        if self._callout is not None:
+            self._callout.cancel()
+            await asyncio.gather(self._callout, return_exceptions=True)
+            self._callout = None
+        await self.server.stop()
+
+    async def connect(self, name: str) -> Bus:
+        """A connection of the scheduler's own (the router's login)."""
+        return await Bus.connect(self.url, name=name,
+                                 credential=Credential(nkey_seed=self.auth.router_seed))
+
+    async def connect_as(self, run: RunSubjects, name: str = "as-agent") -> Bus:
+        """A connection with a credential of ``run``'s own, as its bridge holds."""
+        token = self.tokens.mint(run)
+        return await Bus.connect(self.url, name=name, credential=Credential(token=token),
+                                 inbox_prefix=run.inbox)
+
 
 class System:
     """The NATS server, the store, the router and the agents' bridges of one test."""
 
-    def __init__(self, root: Path, limits: Limits, *, shared: EmbeddedNats | None = None):
+    def __init__(self, root: Path, limits: Limits, *, shared: SecureNats | None = None):
         self.root = root
         self.limits = limits
         self.shared = shared is not None
-        self.nats = shared or EmbeddedNats(root / "nats")
-        self.url = (shared.url or "") if shared else ""
+        self.nats = shared or SecureNats(root / "nats")
         self.store = SQLiteStore(root / "store.db")
         self.routers: list[tuple[Router, asyncio.Task[None]]] = []
         self.agents: list[Agent] = []
         self._bus: Bus | None = None
+        self._agent_buses: dict[str, Bus] = {}
 
     # --- NATS -------------------------------------------------------------------------------
+
+    @property
+    def url(self) -> str:
+        return self.nats.url
 
     @property
     def port(self) -> int:
@@ -148,45 +212,45 @@ class System:
 
     async def start_nats(self, *, port: int = -1) -> None:
         assert not self.shared, "the NATS server is shared: override shared_nats (see test_faults)"
-        self.nats = EmbeddedNats(self.root / "nats", port=port)
-        self.url = await self.nats.start()
+        await self.nats.start(port=port)
 
     async def stop_nats(self, *, kill: bool = False) -> None:
         """SIGTERM (a clean shutdown) or SIGKILL (a crash), then wait for the exit."""
         assert not self.shared, "the NATS server is shared: override shared_nats (see test_faults)"
-        process = self.nats._process  # EmbeddedNats only offers the clean stop
-        if kill and process is not None and process.returncode is None:
-            process.send_signal(signal.SIGKILL)
-            await process.wait()
-        await self.nats.stop()
-        if self._bus is not None:
-            await self._bus.close()
-            self._bus = None
+        await self.nats.stop(kill=kill)
+        await self._close_buses()
 
     async def restart_nats(self) -> None:
         """The same port and the same JetStream directory, as a restarted pod would have."""
         await self.start_nats(port=self.port)
 
     async def bus(self) -> Bus:
-        """A connection of the test's own, for raw publishing and consumer info."""
+        """A trusted connection of the test's own, for inspection and setup."""
         if self._bus is None:
-            self._bus = await Bus.connect(self.url, name="selfsched-test")
+            self._bus = await self.nats.connect("selfsched-test")
         return self._bus
 
-    async def publish_raw(self, payload: bytes, *, msg_id: str | None = None) -> bool:
-        """Publish straight to the request subject, bypassing every bridge.
-        True if JetStream stored it as new."""
-        bus = await self.bus()
-        await bus.ensure_request_stream()
+    async def agent_bus(self, agent: Agent) -> Bus:
+        """A connection holding ``agent``'s run credential (a second one, as a copy of
+        its sidecar's token would give)."""
+        if agent.run not in self._agent_buses:
+            self._agent_buses[agent.run] = await self.nats.connect_as(agent.subjects)
+        return self._agent_buses[agent.run]
+
+    async def publish_raw(self, agent: Agent, payload: bytes, *, msg_id: str | None = None) -> bool:
+        """Publish straight to ``agent``'s request subject with its credential, bypassing
+        its bridge. True if JetStream stored it as new."""
+        bus = await self.agent_bus(agent)
         headers = {"Nats-Msg-Id": msg_id} if msg_id is not None else None
-        ack = await bus.js.publish(UPSERT_SUBJECT, payload, headers=headers, timeout=5.0)
+        ack = await bus.js.publish(agent.subjects.request, payload, headers=headers, timeout=5.0)
         return not ack.duplicate
 
     async def publish_request(self, agent: Agent, body: Any, *, request_file: str,
-                              msg_id: str | None = None, **meta: Any) -> bool:
+                              request_id: str | None = None, msg_id: str | None = None,
+                              **meta: Any) -> bool:
         """An envelope as ``agent``'s bridge would build it (``meta`` overrides fields)."""
-        metadata = agent.metadata(request_file) | meta
-        return await self.publish_raw(envelope(body, metadata),
+        metadata = agent.metadata(request_file, request_id) | meta
+        return await self.publish_raw(agent, envelope(body, metadata),
                                       msg_id=metadata["requestId"] if msg_id is None else msg_id)
 
     async def consumer(self) -> api.ConsumerInfo:
@@ -213,7 +277,7 @@ class System:
             answer = json.loads(data)
             answers.setdefault(answer["requestFile"], []).append(answer)
 
-        sub = await bus.follow(result_subject(NAMESPACE, agent.run), collect)
+        sub = await bus.follow(f"{agent.subjects.answers}.>", collect)
         try:
             await eventually(lambda: set(request_files) <= set(answers),
                              what=f"answers to all {len(request_files)} requests in the result stream")
@@ -237,13 +301,21 @@ class System:
         await bus.js.add_consumer(stream, api.ConsumerConfig(
             durable_name=ROUTER_DURABLE, ack_policy=api.AckPolicy.EXPLICIT, ack_wait=ack_wait,
             max_ack_pending=4096, deliver_policy=api.DeliverPolicy.ALL,
-            filter_subject=UPSERT_SUBJECT))
+            filter_subject=REQUEST_SUBJECTS))
+
+    async def _close_buses(self) -> None:
+        buses = [b for b in (self._bus, *self._agent_buses.values()) if b is not None]
+        self._bus, self._agent_buses = None, {}
+        for bus in buses:
+            await bus.close()
 
     # --- router -----------------------------------------------------------------------------
 
-    async def start_router(self) -> Router:
+    async def start_router(self, **settings: Any) -> Router:
         """A Router on the shipped durable (one more, if some already run)."""
-        router = Router(self.store, RouterSettings(nats_url=self.url, limits=self.limits))
+        router = Router(self.store, RouterSettings(
+            nats_url=self.url, limits=self.limits,
+            credential=Credential(nkey_seed=self.nats.auth.router_seed), **settings))
         task = asyncio.create_task(router.run(), name="router")
         self.routers.append((router, task))
         await eventually(lambda: router.ready.is_set() or task.done(), what="the router to be ready")
@@ -279,9 +351,12 @@ class System:
     async def add_agent(self, instance: str, *, run: str | None = None) -> Agent:
         run = run or f"{instance}-run-1"
         ipc = self.root / "runs" / run / "ipc"
+        (ipc / "schedules").mkdir(parents=True, exist_ok=True)  # as the runner prepares it
+        token = self.nats.tokens.mint(RunSubjects(NAMESPACE, instance, run))
         bridge = Bridge(BridgeSettings(ipc_path=ipc, agent_run_id=run, instance=instance,
                                        namespace=NAMESPACE, nats_url=self.url,
-                                       max_request_bytes=self.limits.max_request_bytes))
+                                       max_request_bytes=self.limits.max_request_bytes,
+                                       token=token))
         agent = Agent(instance, run, ipc, bridge, asyncio.create_task(bridge.run(), name=run))
         self.agents.append(agent)
         # The bridge has no readiness signal. A file it answers by itself (not JSON)
@@ -290,7 +365,8 @@ class System:
         probe = agent.drop(PROBE, b"probe")
         await agent.answer(probe)
         result_path(probe).unlink()
-        (agent.folder / ".sent" / PROBE).unlink()
+        for sent in (agent.folder / ".sent").glob(f"*~{PROBE}"):
+            sent.unlink()
         return agent
 
     # --- the store --------------------------------------------------------------------------
@@ -336,10 +412,9 @@ class System:
                 if self.shared:
                     await self._forget_jetstream()
             finally:
-                if self._bus is not None:
-                    await self._bus.close()
+                await self._close_buses()
                 if not self.shared:
-                    await self.nats.stop()
+                    await self.nats.close()
                 await self.store.close()
 
     async def _forget_jetstream(self) -> None:
@@ -382,18 +457,24 @@ def ack_wait() -> float | None:
 
 
 @pytest_asyncio.fixture(scope="module", loop_scope="module")
-async def shared_nats(tmp_path_factory: pytest.TempPathFactory) -> AsyncIterator[EmbeddedNats | None]:
-    server = EmbeddedNats(tmp_path_factory.mktemp("nats"))
+async def shared_nats(tmp_path_factory: pytest.TempPathFactory) -> AsyncIterator[SecureNats | None]:
+    server = SecureNats(tmp_path_factory.mktemp("nats"))
     try:
         await server.start()
         yield server
     finally:
-        await server.stop()
+        await server.close()
+
+
+@pytest.fixture
+def router_settings() -> dict[str, Any]:
+    """Override for a router configured otherwise (e.g. allow_unscoped_publishers)."""
+    return {}
 
 
 @pytest_asyncio.fixture(loop_scope="module")
 async def system(tmp_path: Path, limits: Limits, ack_wait: float | None,
-                 shared_nats: EmbeddedNats | None) -> AsyncIterator[System]:
+                 shared_nats: SecureNats | None, router_settings: dict[str, Any]) -> AsyncIterator[System]:
     system = System(tmp_path, limits, shared=shared_nats)
     try:
         if shared_nats is None:
@@ -402,7 +483,7 @@ async def system(tmp_path: Path, limits: Limits, ack_wait: float | None,
         await system.add_instance("bob")
         if ack_wait is not None:
             await system.prepare_consumer(ack_wait=ack_wait)
-        await system.start_router()
+        await system.start_router(**router_settings)
         yield system
     finally:
         await system.close()

@@ -28,7 +28,8 @@ HOURLY: dict[str, Any] = {"schedule": "@hourly", "task": "check the cluster and 
 async def test_create_stores_an_agent_schedule_with_defaults(system: System, alice: Agent) -> None:
     answer = await alice.ask(name="health", action="create", **HOURLY)
 
-    assert_answer(answer, "accepted", "created schedule 'alice-health'", "next run at")
+    assert_answer(answer, "accepted", "created schedule 'alice-health'",
+                  "first run now (firstTick: immediate), then next at")
     stored = await system.schedule("alice-health")
     assert stored is not None
     assert stored["apiVersion"] == API_VERSION
@@ -48,10 +49,10 @@ async def test_result_file_sits_next_to_the_archived_request(alice: Agent) -> No
 
     assert set(answer) == RESULT_KEYS
     assert answer["requestFile"] == request.name
-    assert answer["requestId"] == f"{NAMESPACE}/{alice.run}/{request.stem}"
     assert result_path(request).exists()
     assert not request.exists(), "a published request moves to .sent/"
-    assert (alice.folder / ".sent" / request.name).exists()
+    # Archived under the request id the bridge gave it (a reused name is a new request).
+    assert (alice.folder / ".sent" / f"{answer['requestId']}~{request.name}").exists()
 
 
 @pytest.mark.parametrize(("given", "stored"), [

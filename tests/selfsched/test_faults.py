@@ -8,6 +8,7 @@ here is one write, so a request applied twice (or lost) shows.
 from __future__ import annotations
 
 import asyncio
+import shutil
 from typing import Any
 
 import pytest
@@ -74,6 +75,22 @@ async def test_nats_down_during_a_burst_applies_each_request_once(
     assert await system.schedule_names() == stored_names(bodies)
     assert system.store.revision() == revision + BURST, "a request was applied twice"
     assert alice.pending_files() == []
+    system.check_router()
+
+
+async def test_nats_restarted_with_an_empty_store_heals(system: System, alice: Agent) -> None:
+    """A server that lost its JetStream files (a pod without a volume): the router makes
+    its streams, bucket and consumer again, the bridge resends nothing it had sent."""
+    assert (await alice.ask(name="before", action="create", schedule="@hourly", task="t"))["status"] \
+        == "accepted"
+    await system.stop_nats()
+    shutil.rmtree(system.nats.root / "nats")
+    await system.restart_nats()
+
+    answer = await alice.ask(name="after", action="create", schedule="@hourly", task="t")
+
+    assert answer["status"] == "accepted", answer
+    assert await system.schedule_names() == ["alice-after", "alice-before"]
     system.check_router()
 
 

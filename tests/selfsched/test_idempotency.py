@@ -9,7 +9,7 @@ import json
 import pytest
 from nats.aio.msg import Msg
 
-from sympozium_schedule.adapters.nats.bus import envelope, result_subject
+from sympozium_schedule.adapters.nats.bus import envelope
 from tests.selfsched.conftest import TIMEOUT, Agent, System, assert_answer
 
 pytestmark = pytest.mark.asyncio(loop_scope="module")
@@ -20,14 +20,16 @@ DELETE = {"name": "health", "action": "delete"}
 
 def create_envelope(alice: Agent) -> bytes:
     """The create of ``schedule-1.json`` exactly as alice's bridge builds it."""
-    return envelope(CREATE, alice.metadata("schedule-1.json"))
+    return envelope(CREATE, alice.metadata("schedule-1.json", "req-1"))
 
 
 async def create_then_delete(system: System, alice: Agent) -> None:
     """Create ``alice-health`` by a raw envelope (request ``schedule-1``), then delete it."""
-    assert await system.publish_request(alice, CREATE, request_file="schedule-1.json")
+    assert await system.publish_request(alice, CREATE, request_file="schedule-1.json",
+                                        request_id="req-1")
     assert_answer(await alice.answer(alice.folder / "schedule-1.json"), "accepted", "created")
-    assert await system.publish_request(alice, DELETE, request_file="schedule-2.json")
+    assert await system.publish_request(alice, DELETE, request_file="schedule-2.json",
+                                        request_id="req-2")
     assert_answer(await alice.answer(alice.folder / "schedule-2.json"), "accepted", "deleted")
     assert await system.schedule("alice-health") is None
 
@@ -37,7 +39,8 @@ async def test_the_same_message_id_is_stored_once(system: System, alice: Agent) 
     await create_then_delete(system, alice)
     revision = system.store.revision()
 
-    stored = await system.publish_request(alice, CREATE, request_file="schedule-1.json")
+    stored = await system.publish_request(alice, CREATE, request_file="schedule-1.json",
+                                          request_id="req-1")
 
     assert not stored, "JetStream did not recognise the duplicate"
     await system.drained()
@@ -58,7 +61,7 @@ async def test_a_request_id_seen_before_is_answered_not_applied(
     await create_then_delete(system, alice)
     revision = system.store.revision()
 
-    assert await system.publish_raw(create_envelope(alice), msg_id=msg_id)
+    assert await system.publish_raw(alice, create_envelope(alice), msg_id=msg_id)
     await system.drained()
 
     assert system.router is not None
@@ -70,7 +73,8 @@ async def test_a_request_id_seen_before_is_answered_not_applied(
 async def test_the_repeated_answer_is_the_first_one(system: System, alice: Agent) -> None:
     """Answered again from the bucket, word for word, although a fresh create of the
     now existing schedule would say 'nothing changed'."""
-    assert await system.publish_request(alice, CREATE, request_file="schedule-1.json")
+    assert await system.publish_request(alice, CREATE, request_file="schedule-1.json",
+                                        request_id="req-1")
     first = await alice.answer(alice.folder / "schedule-1.json")
     assert_answer(first, "accepted", "created")
     revision = system.store.revision()
@@ -82,9 +86,9 @@ async def test_the_repeated_answer_is_the_first_one(system: System, alice: Agent
 
     # A plain subscription sees the answer even though JetStream, which stored it
     # under the same message id already, drops the copy.
-    await bus.nc.subscribe(result_subject("default", alice.run), cb=collect)
+    await bus.nc.subscribe(alice.subjects.answer("req-1"), cb=collect)
     await bus.nc.flush()
-    await system.publish_raw(create_envelope(alice))
+    await system.publish_raw(alice, create_envelope(alice))
 
     again = json.loads(await asyncio.wait_for(answers.get(), TIMEOUT))
     assert again == first

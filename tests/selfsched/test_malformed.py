@@ -6,9 +6,11 @@ from __future__ import annotations
 import json
 from typing import Any
 
+import nats.js.errors
 import pytest
 
-from sympozium_schedule.adapters.nats.bus import UPSERT_TOPIC
+from sympozium_schedule.adapters.nats.bus import UPSERT_TOPIC, result_subject
+from sympozium_schedule.adapters.nats.subjects import LEGACY_SUBJECT, RESULT_STREAM
 from sympozium_schedule.core.requests import Limits
 from tests.selfsched.conftest import Agent, System, assert_answer
 
@@ -121,29 +123,22 @@ def envelope_bytes(metadata: object, data: object = None) -> bytes:
 META = {"agentRunID": "alice-run-1", "instanceName": "alice", "namespace": "default",
         "requestFile": "schedule-raw.json"}
 RAW_BODY = {"name": "raw", "action": "create", **HOURLY}
+UNSCOPED = pytest.mark.parametrize("router_settings", [
+    pytest.param({"allow_unscoped_publishers": True}, id="unscoped-allowed")])
 
 
 @pytest.mark.parametrize("payload", [
     pytest.param(b"not json at all", id="not-json"),
     pytest.param(b"", id="empty"),
     pytest.param(as_json([1, 2, 3]), id="json-array"),
-    pytest.param(as_json({"topic": UPSERT_TOPIC, "data": RAW_BODY}), id="no-metadata"),
-    pytest.param(envelope_bytes("alice", RAW_BODY), id="metadata-not-an-object"),
-    pytest.param(envelope_bytes({k: v for k, v in META.items() if k != "agentRunID"}, RAW_BODY),
-                 id="no-agentRunID"),
-    pytest.param(envelope_bytes(META | {"agentRunID": ""}, RAW_BODY), id="empty-agentRunID"),
-    pytest.param(envelope_bytes({k: v for k, v in META.items() if k != "instanceName"}, RAW_BODY),
-                 id="no-instanceName"),
-    pytest.param(envelope_bytes(META | {"namespace": "Not_A_Namespace"}, RAW_BODY), id="bad-namespace"),
-    pytest.param(envelope_bytes({k: v for k, v in META.items() if k != "namespace"}
-                                | {"instanceName": "nobody"}, RAW_BODY),
-                 id="no-namespace-unknown-instance"),
+    pytest.param(as_json("create"), id="json-string"),
 ])
 async def test_a_malformed_message_is_terminated_and_the_router_keeps_going(
         system: System, alice: Agent, payload: bytes) -> None:
+    """Published with alice's own credential on her own subject, past her bridge."""
     before = await system.snapshot()
 
-    await system.publish_raw(payload, msg_id="raw-1")
+    await system.publish_raw(alice, payload, msg_id="raw-1")
     info = await system.drained()
 
     assert info.num_redelivered == 0
@@ -156,9 +151,9 @@ async def test_a_malformed_message_is_terminated_and_the_router_keeps_going(
 
 
 async def test_a_run_of_malformed_messages_then_valid_requests(system: System, alice: Agent) -> None:
-    garbage = [b"x", b"{}", as_json({"metadata": {}}), envelope_bytes({"agentRunID": "r"})] * 5
+    garbage = [b"x", b"[]", as_json("x"), b"\xff"] * 5
     for n, payload in enumerate(garbage):
-        await system.publish_raw(payload, msg_id=f"garbage-{n}")
+        await system.publish_raw(alice, payload, msg_id=f"garbage-{n}")
     answers = [await alice.ask(name=f"after-{n}", action="create", **HOURLY) for n in range(3)]
 
     assert [a["status"] for a in answers] == ["accepted"] * 3
@@ -173,13 +168,76 @@ async def test_a_run_of_malformed_messages_then_valid_requests(system: System, a
     assert malformed == len(garbage)
 
 
-async def test_a_message_without_namespace_finds_the_instance(system: System, alice: Agent) -> None:
+async def test_metadata_is_optional_on_a_scoped_subject(system: System, alice: Agent) -> None:
+    """The subject says who asks; an envelope without metadata is alice's all the same."""
+    await system.publish_raw(alice, as_json({"topic": UPSERT_TOPIC, "data": RAW_BODY}), msg_id="m-1")
+    await system.drained()
+
+    stored = await system.schedule("alice-raw")
+    assert stored is not None
+    assert stored["metadata"]["annotations"]["sympozium.ai/requested-by-run"] == alice.run
+
+
+# --- Sympozium's own bridge: the unscoped subject, with --allow-unscoped-publishers -------------
+
+
+async def publish_unscoped(system: System, payload: bytes, msg_id: str) -> None:
+    """As Sympozium's bridge does: the identity only in the message, on a trusted network
+    (here: the scheduler's own login, the only one allowed to publish there)."""
+    bus = await system.bus()
+    await bus.js.publish(LEGACY_SUBJECT, payload, headers={"Nats-Msg-Id": msg_id}, timeout=5.0)
+
+
+@UNSCOPED
+@pytest.mark.parametrize("payload", [
+    pytest.param(as_json({"topic": UPSERT_TOPIC, "data": RAW_BODY}), id="no-metadata"),
+    pytest.param(envelope_bytes("alice", RAW_BODY), id="metadata-not-an-object"),
+    pytest.param(envelope_bytes({k: v for k, v in META.items() if k != "agentRunID"}, RAW_BODY),
+                 id="no-agentRunID"),
+    pytest.param(envelope_bytes(META | {"agentRunID": ""}, RAW_BODY), id="empty-agentRunID"),
+    pytest.param(envelope_bytes({k: v for k, v in META.items() if k != "instanceName"}, RAW_BODY),
+                 id="no-instanceName"),
+    pytest.param(envelope_bytes(META | {"namespace": "Not_A_Namespace"}, RAW_BODY), id="bad-namespace"),
+    pytest.param(envelope_bytes({k: v for k, v in META.items() if k != "namespace"}
+                                | {"instanceName": "nobody"}, RAW_BODY),
+                 id="no-namespace-unknown-instance"),
+])
+async def test_a_malformed_unscoped_message_is_terminated(
+        system: System, alice: Agent, payload: bytes) -> None:
+    before = await system.snapshot()
+
+    await publish_unscoped(system, payload, "raw-1")
+    info = await system.drained()
+
+    assert info.num_redelivered == 0
+    system.check_router()
+    assert await system.snapshot() == before
+    assert_answer(await alice.ask(name="after", action="create", **HOURLY), "accepted", "created")
+
+
+@UNSCOPED
+async def test_an_unscoped_message_without_namespace_finds_the_instance(system: System) -> None:
     """Sympozium's own bridge sends neither a namespace nor a message id: the router
     looks the instance up and answers on the run's result subject all the same."""
     metadata = {k: v for k, v in META.items() if k != "namespace"}
-    await system.publish_raw(envelope_bytes(metadata, RAW_BODY))
+    await publish_unscoped(system, envelope_bytes(metadata, RAW_BODY), "legacy-1")
+    await system.drained()
 
-    answer = await alice.answer(alice.folder / "schedule-raw.json")
-
-    assert_answer(answer, "accepted", "created schedule 'alice-raw'")
+    bus = await system.bus()
+    raw = await bus.direct_get(RESULT_STREAM, result_subject("default", "alice-run-1"))
+    assert raw is not None
+    assert_answer(json.loads(raw), "accepted", "created schedule 'alice-raw'")
     assert await system.schedule_names() == ["alice-raw"]
+
+
+async def test_unscoped_messages_are_not_consumed_without_the_flag(system: System, alice: Agent) -> None:
+    """Without --allow-unscoped-publishers the router does not even read the subject
+    whose messages name their own identity (our stream does not capture it)."""
+    before = await system.snapshot()
+    bus = await system.bus()
+    with pytest.raises(nats.js.errors.NoStreamResponseError):
+        await bus.js.publish(LEGACY_SUBJECT, envelope_bytes(META, RAW_BODY), timeout=2.0)
+
+    assert_answer(await alice.ask(name="after", action="create", **HOURLY), "accepted", "created")
+    assert await system.snapshot() != before
+    assert await system.schedule_names() == ["alice-after"]

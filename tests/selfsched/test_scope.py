@@ -136,7 +136,8 @@ async def test_the_tool_refuses_bad_names_without_writing_a_request(alice: Agent
 
     assert answer["status"] == "rejected"
     assert "name" in answer["message"]
-    assert list(alice.folder.iterdir()) == [alice.folder / ".sent"]
+    assert sorted(p.name for p in alice.folder.iterdir()) == [".outbox", ".sent"]
+    assert list((alice.folder / ".outbox").iterdir()) == list((alice.folder / ".sent").iterdir()) == []
 
 
 @pytest.mark.parametrize("field", [

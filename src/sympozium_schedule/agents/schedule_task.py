@@ -57,15 +57,22 @@ def _ipc_default() -> Path:
 
 
 def write_request(ipc_path: Path, request: dict[str, Any]) -> Path:
-    """Write ``request`` as ``schedules/schedule-<id>.json``: a temporary name, then
-    a rename, so the bridge never reads half a file."""
+    """Write ``request`` as ``schedules/schedule-<id>.json``: an exclusively created
+    temporary name (never through a planted symlink, never someone else's file),
+    then a rename, so the bridge never reads half a file."""
     folder = ipc_path / "schedules"
     folder.mkdir(parents=True, exist_ok=True)
-    request_id = f"{time.time_ns()}{secrets.token_hex(2)}"
+    request_id = f"{time.time_ns()}{secrets.token_hex(4)}"
     final = folder / f"schedule-{request_id}.json"
-    tmp = folder / f".schedule-{request_id}.json.tmp"
-    tmp.write_text(json.dumps(request))
-    os.replace(tmp, final)
+    tmp = folder / f".schedule-{request_id}.{secrets.token_hex(8)}.tmp"
+    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW | os.O_CLOEXEC, 0o644)
+    try:
+        with os.fdopen(fd, "w") as handle:
+            handle.write(json.dumps(request))
+        os.rename(tmp, final)
+    except BaseException:
+        tmp.unlink(missing_ok=True)
+        raise
     return final
 
 

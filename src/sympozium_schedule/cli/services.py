@@ -18,7 +18,9 @@ import typer
 from sympozium_schedule.cli.errors import CliError, bad_value
 
 if TYPE_CHECKING:
+    from sympozium_schedule.adapters.nats.bus import Credential
     from sympozium_schedule.core.requests import Limits
+    from sympozium_schedule.runtime.bus_identity import CalloutConfig
 
 class LogFormat(StrEnum):
     AUTO = "auto"
@@ -108,6 +110,24 @@ def register(app: typer.Typer) -> None:
             help="The shortest interval between fires an agent may ask for.")] = "5m",
         max_task_bytes: Annotated[int, typer.Option(
             "--max-task-bytes", metavar="N", help="The largest task an agent may set.")] = 8192,
+        nats_user: Annotated[str | None, typer.Option(
+            "--nats-user", metavar="USER", envvar="NATS_USER", show_default=False,
+            help="The router's own login on the NATS server (env NATS_USER).")] = None,
+        nats_password_file: Annotated[Path | None, typer.Option(
+            "--nats-password-file", metavar="FILE", envvar="NATS_PASSWORD_FILE", show_default=False,
+            help="A file holding that user's password (env NATS_PASSWORD_FILE).")] = None,
+        nats_nkey_file: Annotated[Path | None, typer.Option(
+            "--nats-nkey-file", metavar="FILE", envvar="NATS_NKEY_FILE", show_default=False,
+            help="Log in with the nkey seed in this file instead (env NATS_NKEY_FILE).")] = None,
+        auth_callout: Annotated[Path | None, typer.Option(
+            "--auth-callout", metavar="FILE", envvar="SYMPOZIUM_AUTH_CALLOUT", show_default=False,
+            help="With --kubernetes: serve the NATS auth callout for agents' bridges as this file "
+                 "configures it (see docs/security.md).")] = None,
+        allow_unscoped_publishers: Annotated[bool, typer.Option(
+            "--allow-unscoped-publishers",
+            help="Also apply requests on sympozium.schedule.upsert, believing the identity the "
+                 "message names (Sympozium's own bridge). Only on a network where every publisher "
+                 "is trusted.")] = False,
         http_port: Annotated[int | None, typer.Option(
             "--http-port", metavar="PORT", show_default=False,
             help="Serve /metrics, /healthz, /readyz.")] = None,
@@ -124,15 +144,20 @@ def register(app: typer.Typer) -> None:
                         max_task_bytes=max_task_bytes)
         if max_schedules < 0 or max_task_bytes < 1:
             raise bad_value("must be positive", flag="--max-task-bytes", value=max_task_bytes)
+        credential = router_credential(nats_user, nats_password_file, nats_nkey_file)
+        callout = load_callout(auth_callout) if auth_callout is not None else None
+        if callout is not None and not kubernetes:
+            raise bad_value("needs --kubernetes (embedded `run` serves its own callout)",
+                            flag="--auth-callout", value=str(auth_callout))
         configure(log_format.value, check_log_level(log_level))
         if kubernetes:
             if not nats_url:
                 raise bad_value("is required (or EVENT_BUS_URL)", flag="--nats-url", value="")
-            run_kubernetes(kubeconfig=kubeconfig, context=context, namespaces=None,
-                           nats_url=nats_url, http_port=http_port, leader_election=False,
-                           lease_namespace=None, qps=50.0, burst=100, controller=False)
+            run_router_kubernetes(kubeconfig=kubeconfig, context=context, nats_url=nats_url,
+                                  http_port=http_port, limits=limits, credential=credential,
+                                  callout=callout, allow_unscoped=allow_unscoped_publishers)
             return
-        asyncio.run(_embedded_router(data_dir, nats_url, limits))
+        asyncio.run(_embedded_router(data_dir, nats_url, limits, credential, allow_unscoped_publishers))
 
     @app.command()
     def bridge(
@@ -148,19 +173,19 @@ def register(app: typer.Typer) -> None:
             "--namespace", metavar="NS", envvar="AGENT_NAMESPACE",
             help="Its namespace (env AGENT_NAMESPACE).")] = "default",
         event_bus_url: EventBusUrl = None,
-        data_dir: Annotated[Path | None, typer.Option(
-            "--data-dir", metavar="DIR", show_default=False,
-            help="Embedded mode: find the NATS URL that `run` wrote there.")] = None,
+        token_file: Annotated[Path | None, typer.Option(
+            "--token-file", metavar="FILE", envvar="EVENT_BUS_TOKEN_FILE", show_default=False,
+            help="The run's credential for the bus, re-read at each reconnect: in a cluster, the "
+                 "pod's projected ServiceAccount token (env EVENT_BUS_TOKEN_FILE).")] = None,
         log_format: Annotated[LogFormat, typer.Option("--log-format")] = LogFormat.AUTO,
         log_level: Annotated[str, typer.Option("--log-level", metavar="LEVEL")] = "info",
     ) -> None:
         """The IPC bridge of one agent run: forwards <ipc>/schedules requests to NATS and
-        writes the router's answers back. A drop-in for Sympozium's sidecar."""
-        from sympozium_schedule.adapters.nats.server import read_url
+        writes the router's answers back. A drop-in for Sympozium's sidecar. (Under `run`,
+        each run's bridge runs inside `run`, with a credential of its own.)"""
         from sympozium_schedule.core.model import is_dns1123_label
         from sympozium_schedule.runtime.bridge import Bridge, BridgeSettings
         from sympozium_schedule.runtime.logs import configure
-        from sympozium_schedule.runtime.paths import default_data_dir
 
         if not agent_run_id:
             raise bad_value("is required (or AGENT_RUN_ID)", flag="--agent-run-id", value="")
@@ -168,10 +193,12 @@ def register(app: typer.Typer) -> None:
             raise bad_value("is required (or INSTANCE_NAME)", flag="--instance", value="")
         if not is_dns1123_label(namespace):
             raise bad_value("not a namespace name", flag="--namespace", value=namespace)
-        url = event_bus_url or read_url(data_dir or default_data_dir()) or SYMPOZIUM_EVENT_BUS
+        if token_file is not None and not token_file.is_file():
+            raise bad_value("no such file", flag="--token-file", value=str(token_file))
+        url = event_bus_url or SYMPOZIUM_EVENT_BUS
         configure(log_format.value, check_log_level(log_level))
         settings = BridgeSettings(ipc_path=ipc_path, agent_run_id=agent_run_id, instance=instance,
-                                  namespace=namespace, nats_url=url)
+                                  namespace=namespace, nats_url=url, token_file=token_file)
         try:
             asyncio.run(_until_signal(Bridge(settings).run))
         except OSError as exc:
@@ -219,19 +246,79 @@ async def _until_signal(main: Callable[[asyncio.Event], Awaitable[None]]) -> Non
     await main(stop)
 
 
-async def _embedded_router(data_dir: Path | None, nats_url: str | None, limits: Limits) -> None:
+def router_credential(user: str | None, password_file: Path | None,
+                      nkey_file: Path | None) -> Credential | None:
+    """The router's own login from the flags (each secret from a file, as a mounted Secret)."""
+    from sympozium_schedule.adapters.nats.bus import Credential
+
+    def read(path: Path, flag: str) -> str:
+        try:
+            text = path.read_text().strip()
+        except OSError as exc:
+            raise bad_value(f"cannot be read ({exc.strerror})", flag=flag, value=str(path)) from exc
+        if not text:
+            raise bad_value("is empty", flag=flag, value=str(path))
+        return text
+
+    if nkey_file is not None:
+        if user is not None:
+            raise bad_value("give --nats-user or --nats-nkey-file, not both", flag="--nats-nkey-file",
+                            value=str(nkey_file))
+        return Credential(nkey_seed=read(nkey_file, "--nats-nkey-file"))
+    if password_file is not None and user is None:
+        raise bad_value("needs --nats-user", flag="--nats-password-file", value=str(password_file))
+    if user is not None:
+        password = read(password_file, "--nats-password-file") if password_file is not None else None
+        return Credential(user=user, password=password)
+    return None
+
+
+def load_callout(path: Path) -> CalloutConfig:
+    from sympozium_schedule.runtime.bus_identity import CalloutConfig, CalloutConfigError
+
+    try:
+        return CalloutConfig.load(path)
+    except CalloutConfigError as exc:
+        raise bad_value(str(exc), flag="--auth-callout", value=str(path)) from exc
+
+
+def run_router_kubernetes(*, kubeconfig: Path | None, context: str | None, nats_url: str,
+                          http_port: int | None, limits: Limits, credential: Credential | None,
+                          callout: CalloutConfig | None, allow_unscoped: bool) -> None:
+    """The router alone against a cluster (and the bus's auth callout, when configured)."""
+    from sympozium_schedule.ports.store import StoreError
+    from sympozium_schedule.runtime.app import KubernetesSettings
+    from sympozium_schedule.runtime.app import run_kubernetes as run_k8s
+
+    if kubeconfig is not None and not kubeconfig.is_file():
+        raise bad_value("no such file", flag="--kubeconfig", value=str(kubeconfig))
+    settings = KubernetesSettings(
+        kubeconfig=kubeconfig, context=context, nats_url=nats_url, http_port=http_port,
+        leader_election=False, controller=False, limits=limits, router_credential=credential,
+        callout=callout, allow_unscoped_publishers=allow_unscoped)
+    try:
+        asyncio.run(run_k8s(settings))
+    except StoreError as exc:
+        raise CliError(str(exc)) from exc
+
+
+async def _embedded_router(data_dir: Path | None, nats_url: str | None, limits: Limits,
+                           credential: Credential | None, allow_unscoped: bool) -> None:
     from sympozium_schedule.adapters.nats.server import read_url
     from sympozium_schedule.adapters.sqlite import SQLiteStore
     from sympozium_schedule.runtime.paths import default_data_dir, store_path
     from sympozium_schedule.runtime.router import Router, RouterSettings
 
     directory = data_dir or default_data_dir()
-    url = nats_url or read_url(directory)
-    if not url:
-        raise bad_value(f"is required: no --nats-url, no EVENT_BUS_URL and no {directory}/nats.url "
-                        "(written by a running `run`)", flag="--nats-url", value="")
+    if not nats_url and read_url(directory):
+        raise bad_value(f"is required: the server `run` started for {directory} admits only run's own "
+                        "parts, and its router already runs inside `run`. Give --nats-url for a NATS "
+                        "server of your own", flag="--nats-url", value="")
+    if not nats_url:
+        raise bad_value("is required (or EVENT_BUS_URL)", flag="--nats-url", value="")
     store = SQLiteStore(store_path(directory))
-    router = Router(store, RouterSettings(nats_url=url, limits=limits))
+    router = Router(store, RouterSettings(nats_url=nats_url, limits=limits, credential=credential,
+                                          allow_unscoped_publishers=allow_unscoped))
     task = asyncio.create_task(router.run())
 
     async def stop_on_signal(stop: asyncio.Event) -> None:

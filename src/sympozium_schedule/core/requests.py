@@ -155,7 +155,10 @@ def _owned_by(obj: dict[str, Any], who: Identity) -> bool:
             and spec.get("instanceRef") == who.instance)
 
 
-def _summary(obj: dict[str, Any], now: datetime) -> str:
+def _summary(obj: dict[str, Any], now: datetime, *, new: bool = False) -> str:
+    """What will happen next. A new schedule with ``firstTick: immediate`` (the
+    default) runs at once, then on its schedule; saying only the later time would
+    tell the agent something that is not what happens."""
     spec = obj.get("spec") or {}
     text = f"schedule {spec.get('schedule')!r}"
     if spec.get("suspend"):
@@ -164,10 +167,14 @@ def _summary(obj: dict[str, Any], now: datetime) -> str:
         compiled = compile_schedule(str(spec.get("schedule")), time_zone=spec.get("timeZone") or "UTC",
                                     anchor=now)
         nxt = upcoming(compiled, now, 1)
-        if nxt:
-            text += f", next run at {format_time(nxt[0])}"
     except SpecError:
-        pass
+        return text
+    if new and spec.get("firstTick", "immediate") == "immediate":
+        text += ", first run now (firstTick: immediate)"
+        if nxt:
+            text += f", then next at {format_time(nxt[0])}"
+    elif nxt:
+        text += f", next run at {format_time(nxt[0])}"
     return text
 
 
@@ -228,7 +235,7 @@ def plan(request: ScheduleRequest, who: Identity, existing: dict[str, Any] | Non
             },
             "spec": spec,
         }
-        return Plan("create", name, f"created schedule {name!r}: {_summary(obj, now)}", obj)
+        return Plan("create", name, f"created schedule {name!r}: {_summary(obj, now, new=True)}", obj)
     if spec == (existing.get("spec") or {}):
         return Plan("noop", name, f"schedule {name!r} already has these settings; nothing changed")
     obj = _with_spec(existing, spec)

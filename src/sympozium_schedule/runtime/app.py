@@ -22,11 +22,16 @@ from typing import IO, Any
 
 import structlog
 
-from sympozium_schedule.adapters.nats.server import EmbeddedNats
+from sympozium_schedule.adapters.nats.bus import Credential
+from sympozium_schedule.adapters.nats.callout import Callout, Disconnector, RunTokens
+from sympozium_schedule.adapters.nats.jwt import Signer
+from sympozium_schedule.adapters.nats.server import BusAuth, EmbeddedNats
+from sympozium_schedule.adapters.nats.subjects import RESULT_STREAM, RunSubjects
 from sympozium_schedule.adapters.sqlite import SQLiteStore
 from sympozium_schedule.core.requests import Limits
 from sympozium_schedule.ports.store import Obj
 from sympozium_schedule.runtime.bridge import Bridge, BridgeSettings
+from sympozium_schedule.runtime.bus_identity import CalloutConfig, ServiceAccountTokens, lightkube_review
 from sympozium_schedule.runtime.controller import Controller, ControllerSettings
 from sympozium_schedule.runtime.metrics import Metrics
 from sympozium_schedule.runtime.paths import store_path
@@ -105,9 +110,11 @@ class EmbeddedSettings:
     max_parallel: int = 4
     run_timeout: timedelta = timedelta(minutes=10)
     metrics_port: int | None = None
-    # Self-scheduling: None starts a NATS server of our own (loopback, random port).
+    # Self-scheduling: None starts a NATS server of our own (loopback, random port,
+    # every connection authenticated). A URL given here is used as it is.
     nats_url: str | None = None
     router: bool = True
+    allow_unscoped_publishers: bool = False
     limits: Limits = field(default_factory=Limits)
     # Extra long-running parts (the NATS server, router), each given the store.
     extras: list[Callable[[SQLiteStore, Metrics], Coroutine[Any, Any, None]]] = field(default_factory=list)
@@ -141,13 +148,22 @@ def agent_sandbox(settings: EmbeddedSettings) -> Sandbox | None:
 async def run_embedded(settings: EmbeddedSettings) -> None:
     """Run until SIGINT/SIGTERM, then stop cleanly (agents killed, store closed)."""
     tune_gc()
+    settings.data_dir.mkdir(parents=True, exist_ok=True)
+    os.chmod(settings.data_dir, 0o700)  # the store, the bus's credentials: the owner's only
     with exclusive(settings.data_dir):
         sandbox = agent_sandbox(settings) if settings.runner else None
         nats_server: EmbeddedNats | None = None
         nats_url = settings.nats_url
+        auth: BusAuth | None = None
+        tokens: RunTokens | None = None
         if nats_url is None and (settings.router or settings.runner):
-            nats_server = EmbeddedNats(settings.data_dir)
+            auth = BusAuth.generate()
+            nats_server = EmbeddedNats(settings.data_dir, auth=auth)
             nats_url = await nats_server.start()
+            tokens = RunTokens(result_stream=RESULT_STREAM)
+        elif nats_url is not None:
+            log.warning("using a NATS server this process did not start: agents' bridges connect "
+                        "without a credential of their own", url=nats_url)
         store = SQLiteStore(store_path(settings.data_dir))
         metrics = Metrics()
         controller = Controller(store, settings=ControllerSettings(), metrics=metrics)
@@ -158,9 +174,15 @@ async def run_embedded(settings: EmbeddedSettings) -> None:
         try:
             async with asyncio.TaskGroup() as group:
                 tasks = [group.create_task(controller.run(), name="controller")]
+                if auth is not None and tokens is not None and nats_url is not None:
+                    tasks.append(group.create_task(serve_callout(nats_url, auth, tokens),
+                                                   name="bus-callout"))
                 if settings.router and nats_url is not None:
-                    router = Router(store, RouterSettings(nats_url=nats_url, limits=settings.limits),
-                                    metrics=metrics)
+                    router = Router(store, RouterSettings(
+                        nats_url=nats_url, limits=settings.limits,
+                        credential=Credential(nkey_seed=auth.router_seed) if auth else None,
+                        allow_unscoped_publishers=settings.allow_unscoped_publishers,
+                    ), metrics=metrics)
                     tasks.append(group.create_task(router.run(), name="router"))
                 if settings.runner and nats_url is not None:
                     runner = LocalRunner(store, RunnerSettings(
@@ -171,7 +193,7 @@ async def run_embedded(settings: EmbeddedSettings) -> None:
                         default_timeout=settings.run_timeout,
                         env=settings.agent_env,
                         sandbox=sandbox,
-                    ), bridge=bridge_for(nats_url, settings.limits), metrics=metrics)
+                    ), bridge=bridge_for(nats_url, settings.limits, tokens), metrics=metrics)
                     tasks.append(group.create_task(runner.run(), name="runner"))
                 for extra in settings.extras:
                     tasks.append(group.create_task(extra(store, metrics)))
@@ -206,18 +228,45 @@ async def run_embedded(settings: EmbeddedSettings) -> None:
                 await nats_server.stop()
 
 
-def bridge_for(nats_url: str, limits: Limits) -> BridgeFactory:
-    """The runner starts one IPC bridge per run, in-process, as Sympozium starts a sidecar."""
+def bridge_for(nats_url: str, limits: Limits, tokens: RunTokens | None = None) -> BridgeFactory:
+    """The runner starts one IPC bridge per run, in-process, as Sympozium starts a sidecar.
+    With ``tokens`` each bridge gets a credential of its own run, revoked when it stops:
+    the agent process never holds the bus URL or any credential."""
 
     async def start(run: Obj, ipc: Path, stop: asyncio.Event) -> None:
         meta, spec = run.get("metadata") or {}, run.get("spec") or {}
-        await Bridge(BridgeSettings(
-            ipc_path=ipc, agent_run_id=str(meta.get("name")), instance=str(spec.get("instanceRef")),
-            namespace=str(meta.get("namespace") or "default"), nats_url=nats_url,
-            max_request_bytes=limits.max_request_bytes)).run(stop)
+        name, namespace = str(meta.get("name")), str(meta.get("namespace") or "default")
+        instance = str(spec.get("instanceRef"))
+        token = tokens.mint(RunSubjects(namespace, instance, name)) if tokens is not None else None
+        try:
+            await Bridge(BridgeSettings(
+                ipc_path=ipc, agent_run_id=name, instance=instance, namespace=namespace,
+                nats_url=nats_url, max_request_bytes=limits.max_request_bytes,
+                token=token)).run(stop)
+        finally:
+            if tokens is not None and token is not None:
+                await tokens.revoke(token)
 
     return start
 
+
+async def serve_callout(nats_url: str, auth: BusAuth, tokens: RunTokens) -> None:
+    """Decide every connection to the embedded server that is not one of ours."""
+    callout = Callout(Signer.from_seed(auth.issuer_seed), auth.account, tokens.authorize)
+    disconnector = Disconnector(nats_url, Credential(nkey_seed=auth.system_seed))
+    tokens.callout, tokens.disconnector = callout, disconnector
+    try:
+        await callout.serve(nats_url, Credential(nkey_seed=auth.callout_seed))
+    finally:
+        await disconnector.close()
+
+
+async def serve_kubernetes_callout(nats_url: str, config: CalloutConfig, store: Any) -> None:
+    """Bridges in agent pods present their ServiceAccount token; TokenReview says which pod."""
+    reviewer = ServiceAccountTokens(store, lightkube_review(store.client, config.audience),
+                                    ttl=config.ttl)
+    callout = Callout(Signer.from_seed(config.issuer_seed), config.account, reviewer.authorize)
+    await callout.serve(nats_url, config.login)
 
 
 # --- Kubernetes mode ---------------------------------------------------------------------------
@@ -237,6 +286,11 @@ class KubernetesSettings:
     http_port: int | None = 8080
     nats_url: str | None = None  # the router runs when set
     limits: Limits = field(default_factory=Limits)
+    # The router's own login on the bus, the auth callout it serves (bridges' run
+    # credentials), and whether it believes identities named in unscoped messages.
+    router_credential: Credential | None = None
+    callout: CalloutConfig | None = None
+    allow_unscoped_publishers: bool = False
     controller: bool = True
     memory_labels: dict[str, str | None] = field(
         default_factory=lambda: {"sympozium.ai/component": "memory"})
@@ -271,8 +325,10 @@ async def run_kubernetes(settings: KubernetesSettings) -> None:
     controller = Controller(store, settings=ControllerSettings(
         namespaces=settings.namespaces, memory_labels=settings.memory_labels),
         metrics=metrics, leader=elector) if settings.controller else None
-    router = (Router(store, RouterSettings(nats_url=settings.nats_url, limits=settings.limits),
-                     metrics=metrics) if settings.nats_url else None)
+    router = (Router(store, RouterSettings(
+        nats_url=settings.nats_url, limits=settings.limits, credential=settings.router_credential,
+        allow_unscoped_publishers=settings.allow_unscoped_publishers), metrics=metrics)
+        if settings.nats_url else None)
 
     def ready() -> bool:
         # Synced caches, and a standby counts as ready while it can reach the API:
@@ -303,6 +359,9 @@ async def run_kubernetes(settings: KubernetesSettings) -> None:
                 tasks.append(group.create_task(elector.run(), name="leader-election"))
             if router is not None:
                 tasks.append(group.create_task(router.run(), name="router"))
+            if settings.callout is not None and settings.nats_url is not None:
+                tasks.append(group.create_task(serve_kubernetes_callout(
+                    settings.nats_url, settings.callout, store), name="bus-callout"))
             if settings.http_port is not None:
                 tasks.append(group.create_task(serve_http(
                     metrics, port=settings.http_port, ready=ready, leading=leading)))

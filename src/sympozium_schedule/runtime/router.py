@@ -1,14 +1,26 @@
 """The Schedule Router: agents' requests from NATS applied to the store.
 
-A durable JetStream consumer with explicit acks. Each request is checked by
-the pure rules in :mod:`sympozium_schedule.core.requests`, applied as one
-store write, answered on ``sympozium.schedule.result.<ns>.<run>`` and only
-then acked. A malformed message is terminated with a logged reason (never
-redelivered forever); a store or bus outage naks it for a later retry.
+A durable JetStream consumer with explicit acks on
+``sympozium.schedule.request.<ns>.<instance>.<run>``. Who asks is read from
+that subject: the bus let the message through only because the publisher's
+credential allows exactly that subject (see ``adapters/nats/callout.py``). The
+envelope's metadata may repeat the identity; if it says anything else, the
+request is refused. Each request is checked by the pure rules in
+:mod:`sympozium_schedule.core.requests`, applied as one store write, answered
+on ``sympozium.schedule.result.<ns>.<run>.<request id>`` and only then acked.
+A malformed message is terminated with a logged reason (never redelivered
+forever); a store or bus outage naks it for a later retry.
 
-Idempotent: the answer to each request id is kept in a JetStream key-value
-bucket, so a redelivered request is answered again without being applied
-again. Requests of one agent instance are applied one at a time, in order.
+Sympozium's own bridge publishes on ``sympozium.schedule.upsert`` with the
+identity only in the message. That is believed only with
+``allow_unscoped_publishers`` (a trusted network); otherwise such messages are
+not even consumed.
+
+Idempotent: the answer to each request id (scoped by the identity that sent
+it) is kept in a JetStream key-value bucket that outlives any request the
+stream can still hold, so a redelivered request, or one re-read by a consumer
+re-created after it vanished, is answered again without being applied again.
+Requests of one agent instance are applied one at a time, in order.
 """
 
 from __future__ import annotations
@@ -27,13 +39,22 @@ import structlog
 from sympozium_schedule.adapters.nats.bus import (
     MSG_ID,
     ROUTER_DURABLE,
-    UPSERT_SUBJECT,
     Bus,
+    BusLimits,
     BusUnavailable,
+    Credential,
     Delivery,
     Disposition,
     KeyValue,
     result_subject,
+)
+from sympozium_schedule.adapters.nats.subjects import (
+    LEGACY_SUBJECT,
+    REQUEST_SUBJECTS,
+    RunSubjects,
+    is_request_id,
+    parse_request_subject,
+    token,
 )
 from sympozium_schedule.core.model import LABEL_INSTANCE, LABEL_SOURCE, Kind, is_dns1123_label
 from sympozium_schedule.core.requests import (
@@ -67,6 +88,16 @@ class RouterSettings:
     limits: Limits = field(default_factory=Limits)
     durable: str = ROUTER_DURABLE
     concurrency: int = 64
+    # The router's own login (embedded: from `run`; Kubernetes: from a Secret).
+    credential: Credential | None = None
+    # Believe the identity written in messages on the unscoped subject
+    # (Sympozium's own bridge). Only on a network where every publisher is trusted.
+    allow_unscoped_publishers: bool = False
+    bus_limits: BusLimits = field(default_factory=BusLimits)
+
+    @property
+    def subjects(self) -> list[str]:
+        return [REQUEST_SUBJECTS, *([LEGACY_SUBJECT] if self.allow_unscoped_publishers else [])]
 
 
 class Malformed(Exception):
@@ -79,19 +110,29 @@ class _Request:
     request_id: str
     request_file: str
     data: Any
+    answer_subject: str
+    dedupe_key: str
+    # Why the request is refused before it is even parsed (identity disagreement).
+    refusal: str | None = None
 
 
 @dataclass(frozen=True, slots=True)
 class _Envelope:
     metadata: dict[str, Any]
-    run: str
+    namespace: str
     instance: str
+    run: str
     data: Any
+    scoped: bool
 
     @property
     def order_key(self) -> tuple[str, str]:
-        namespace = self.metadata.get("namespace")
-        return (namespace if isinstance(namespace, str) else "", self.instance)
+        return (self.namespace, self.instance)
+
+
+def _text(meta: dict[str, Any], key: str) -> str | None:
+    value = meta.get(key)
+    return value if isinstance(value, str) and value else None
 
 
 def _envelope(delivery: Delivery) -> _Envelope:
@@ -100,17 +141,27 @@ def _envelope(delivery: Delivery) -> _Envelope:
         env = json.loads(delivery.data)
     except ValueError as exc:
         raise Malformed(f"not JSON: {exc}") from exc
-    if not isinstance(env, dict) or not isinstance(env.get("metadata"), dict):
+    if not isinstance(env, dict):
+        raise Malformed("not an event envelope")
+    meta = env.get("metadata")
+    scope = parse_request_subject(delivery.subject)
+    if scope is not None:
+        # The bus vouches for the subject; the metadata may only agree with it.
+        meta = meta if isinstance(meta, dict) else {}
+        return _Envelope(meta, scope.namespace, _text(meta, "instanceName") or scope.instance,
+                         _text(meta, "agentRunID") or scope.run, env.get("data"), True)
+    if delivery.subject != LEGACY_SUBJECT:
+        raise Malformed(f"not a request subject: {delivery.subject}")
+    if not isinstance(meta, dict):
         raise Malformed("not an event envelope with metadata")
-    meta = env["metadata"]
-    run, instance = meta.get("agentRunID"), meta.get("instanceName")
-    if not isinstance(run, str) or not run or not isinstance(instance, str) or not instance:
+    run, instance = _text(meta, "agentRunID"), _text(meta, "instanceName")
+    if run is None or instance is None:
         raise Malformed("metadata lacks agentRunID or instanceName: nobody to answer")
-    return _Envelope(meta, run, instance, env.get("data"))
+    return _Envelope(meta, _text(meta, "namespace") or "", instance, run, env.get("data"), False)
 
 
-def _dedupe_key(request_id: str) -> str:
-    return hashlib.sha256(request_id.encode()).hexdigest()
+def _digest(text: str) -> str:
+    return hashlib.sha256(text.encode()).hexdigest()
 
 
 class Router:
@@ -125,19 +176,34 @@ class Router:
         self._bus: Bus | None = None
         self._kv: KeyValue | None = None
         self._turns: dict[tuple[str, str], tuple[asyncio.Lock, int]] = {}
+        self._repair = asyncio.Event()
+
+    async def _prepare(self) -> str:
+        """Streams and the dedupe bucket, as configured (again after a server lost them)."""
+        assert self._bus is not None
+        stream = await self._bus.ensure_request_stream(legacy=self.settings.allow_unscoped_publishers)
+        await self._bus.ensure_result_stream()
+        self._kv = await self._bus.bucket()
+        return stream
 
     async def run(self) -> None:
+        settings = self.settings
         while True:
             try:
-                self._bus = await Bus.connect_retrying(self.settings.nats_url, name="schedule-router")
-                stream = await self._bus.ensure_request_stream()
-                await self._bus.ensure_result_stream()
-                self._kv = await self._bus.bucket()
-                log.info("router consuming", subject=UPSERT_SUBJECT, stream=stream,
-                         durable=self.settings.durable)
+                self._bus = await Bus.connect_retrying(
+                    settings.nats_url, name="schedule-router", credential=settings.credential,
+                    limits=settings.bus_limits)
+                stream = await self._prepare()
+                log.info("router consuming", subjects=settings.subjects, stream=stream,
+                         durable=settings.durable)
                 self.ready.set()
-                await self._bus.consume(UPSERT_SUBJECT, self.settings.durable, self.handle,
-                                        stream=stream, concurrency=self.settings.concurrency)
+                repairs = asyncio.create_task(self._repairs())
+                try:
+                    await self._bus.consume(settings.subjects, settings.durable, self.handle,
+                                            stream=stream, concurrency=settings.concurrency,
+                                            restore=self._prepare)
+                finally:
+                    repairs.cancel()
             except BusUnavailable as exc:
                 log.info("router waiting for NATS", error=str(exc))
                 await asyncio.sleep(1.0)
@@ -146,6 +212,20 @@ class Router:
                 if self._bus is not None:
                     await self._bus.close()
                     self._bus = None
+
+    async def _repairs(self) -> None:
+        """After bus trouble while answering (the bucket or the answers' stream deleted,
+        say), make them again: at most once a second, while requests keep failing."""
+        while True:
+            await self._repair.wait()
+            self._repair.clear()
+            if self._bus is not None:
+                self._bus.forget_streams()
+                try:
+                    await self._prepare()
+                except BusUnavailable as exc:
+                    log.info("cannot restore the router's streams yet", error=str(exc))
+            await asyncio.sleep(1.0)
 
     # --- one message --------------------------------------------------------------------
 
@@ -167,7 +247,8 @@ class Router:
             return await self._answer(request, delivery, started)
 
     def _terminate(self, delivery: Delivery, exc: Malformed) -> tuple[Disposition, float]:
-        log.warning("malformed request terminated", reason=str(exc), seq=delivery.stream_seq)
+        log.warning("malformed request terminated", reason=str(exc), seq=delivery.stream_seq,
+                    subject=delivery.subject)
         self.metrics.router_requests.labels("unknown", "malformed").inc()
         return Disposition.TERM, 0.0
 
@@ -189,19 +270,18 @@ class Router:
     async def _answer(self, request: _Request, delivery: Delivery,
                       started: float) -> tuple[Disposition, float]:
         assert self._kv is not None and self._bus is not None
-        key = _dedupe_key(request.request_id)
         try:
-            prior = await self._kv.get(key)
+            prior = await self._kv.get(request.dedupe_key)
             if prior is not None:
                 result = json.loads(prior)  # answered before: say it again, apply nothing
             else:
                 result = await self._apply(request, delivery)
-                await self._kv.put(key, json.dumps(result).encode())
-            await self._bus.publish(result_subject(request.who.namespace, request.who.run),
-                                    json.dumps(result).encode(),
-                                    msg_id=f"{request.request_id}#result")
+                await self._kv.put(request.dedupe_key, json.dumps(result).encode())
+            await self._bus.publish(request.answer_subject, json.dumps(result).encode(),
+                                    msg_id=f"{request.dedupe_key}#result")
         except BusUnavailable as exc:
             log.info("bus trouble, request will be redelivered", error=str(exc))
+            self._repair.set()
             return Disposition.NAK, 1.0
         except StoreError as exc:
             log.info("store trouble, request will be redelivered", error=str(exc))
@@ -211,10 +291,44 @@ class Router:
         return Disposition.ACK, 0.0
 
     async def _parse(self, envelope: _Envelope, delivery: Delivery) -> _Request:
+        if envelope.scoped:
+            return self._parse_scoped(envelope, delivery)
+        return await self._parse_unscoped(envelope, delivery)
+
+    def _parse_scoped(self, envelope: _Envelope, delivery: Delivery) -> _Request:
+        scope = parse_request_subject(delivery.subject)
+        assert scope is not None
+        if not is_dns1123_label(scope.namespace):
+            raise Malformed(f"subject namespace {scope.namespace!r} is not a namespace name")
+        meta = envelope.metadata
+        refusal = None
+        for key, claimed, vouched in (("namespace", _text(meta, "namespace"), scope.namespace),
+                                      ("instanceName", envelope.instance, scope.instance),
+                                      ("agentRunID", envelope.run, scope.run)):
+            if claimed is not None and token(claimed) != vouched:
+                refusal = (f"metadata.{key} {claimed!r} is not the identity this run's bus "
+                           f"credential carries ({vouched!r}); identity comes from the bus, "
+                           "not from the message")
+                self.metrics.router_requests.labels("unknown", "forged").inc()
+                log.warning("request with a forged identity refused", subject=delivery.subject,
+                            claimed=claimed, field=key)
+                break
+        if refusal is not None:
+            instance, run = scope.instance, scope.run
+        else:
+            instance, run = envelope.instance, envelope.run
+        who = Identity(scope.namespace, instance, run)
+        request_id = _text(meta, "requestId") or delivery.headers.get(MSG_ID) or ""
+        if not is_request_id(request_id):
+            request_id = f"seq-{delivery.stream_seq}" if not request_id else _digest(request_id)[:32]
+        request_file = _text(meta, "requestFile") or ""
+        return _Request(who, request_id, request_file, envelope.data,
+                        RunSubjects(who.namespace, who.instance, who.run).answer(request_id),
+                        _digest(f"{who.namespace}/{who.instance}/{who.run}/{request_id}"), refusal)
+
+    async def _parse_unscoped(self, envelope: _Envelope, delivery: Delivery) -> _Request:
         meta, run, instance = envelope.metadata, envelope.run, envelope.instance
-        namespace = meta.get("namespace")
-        if not isinstance(namespace, str) or not namespace:
-            namespace = await self._namespace_of(instance)
+        namespace = envelope.namespace or await self._namespace_of(instance)
         if not is_dns1123_label(namespace):
             raise Malformed(f"metadata.namespace {namespace!r} is not a namespace name")
         # The bridge's request id names the request; the message id only names one
@@ -223,7 +337,8 @@ class Router:
                       or f"{namespace}/{run}/seq-{delivery.stream_seq}")
         request_file = meta.get("requestFile")
         return _Request(Identity(namespace, instance, run), str(request_id),
-                        request_file if isinstance(request_file, str) else "", envelope.data)
+                        request_file if isinstance(request_file, str) else "", envelope.data,
+                        result_subject(namespace, run), _digest(f"unscoped/{request_id}"))
 
     async def _namespace_of(self, instance: str) -> str:
         """Sympozium's older bridge sends no namespace: find the instance's."""
@@ -248,6 +363,8 @@ class Router:
 
     async def _apply(self, request: _Request, delivery: Delivery) -> dict[str, Any]:
         who = request.who
+        if request.refusal is not None:
+            return self._result(request, "rejected", request.refusal)
         try:
             parsed = parse_request(request.data, self.settings.limits)
         except RequestError as exc:
