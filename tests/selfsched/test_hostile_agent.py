@@ -16,6 +16,7 @@ from typing import Any
 
 import pytest
 
+from sympozium_schedule.adapters.nats.server import read_url
 from sympozium_schedule.adapters.sqlite import SQLiteStore
 from sympozium_schedule.core.model import API_VERSION, Kind
 from sympozium_schedule.ports.store import Obj
@@ -31,10 +32,10 @@ def instance(name: str) -> Obj:
             "spec": {"agents": {"default": {"model": "gpt-4o"}}}}
 
 
-def schedule(name: str, owner: str, every: str, **labels: str) -> Obj:
+def schedule(name: str, owner: str, every: str, task: str | None = None, **labels: str) -> Obj:
     return {"apiVersion": API_VERSION, "kind": Kind.SCHEDULE.value,
             "metadata": {"name": name, "namespace": "default", "labels": labels},
-            "spec": {"instanceRef": owner, "schedule": every, "task": f"{name}'s work",
+            "spec": {"instanceRef": owner, "schedule": every, "task": task or f"{name}'s work",
                      "firstTick": "immediate" if owner == "alice" else "afterInterval"}}
 
 
@@ -65,9 +66,7 @@ def test_a_hostile_agent_changes_nothing_outside_its_own(tmp_path: Path) -> None
     data_dir = tmp_path / "data"
     support.seed_store(
         data_dir, instance("alice"), instance("bob"),
-        schedule("bob-nightly", "bob", "@daily", **{"sympozium.ai/instance": "bob"}),
-        schedule("alice-attack", "alice", "@every 1h"))
-    before = everything(data_dir)
+        schedule("bob-nightly", "bob", "@daily", **{"sympozium.ai/instance": "bob"}))
     # Only what a shell would have: no bus URL, no credential, nothing of the test's.
     env = {"PATH": os.environ["PATH"], "HOME": str(tmp_path), "LANG": "C.UTF-8",
            "PYTHONUNBUFFERED": "1", "HOSTILE_WAIT": "15"}
@@ -77,6 +76,13 @@ def test_a_hostile_agent_changes_nothing_outside_its_own(tmp_path: Path) -> None
          "--agent-command", f"{sys.executable} {AGENT}", "--log-format", "json"],
         env=env, stdout=log, stderr=subprocess.STDOUT, start_new_session=True)
     try:
+        # The sandbox hides /proc and the data directory from the agent, so it cannot find
+        # the bus's port by itself; an attacker could still scan loopback for it. The task
+        # tells it where the bus is, so the bus attacks are really made.
+        url = support.wait_for(lambda: read_url(data_dir), timeout=TIMEOUT, what="the bus URL")
+        support.seed_store(data_dir, schedule("alice-attack", "alice", "@every 1h",
+                                              task=f"attack the bus at {url}"))
+        before = everything(data_dir)
         report = support.wait_for(lambda: report_of(data_dir), timeout=TIMEOUT,
                                   what="the hostile agent's report", interval=0.2)
     finally:
