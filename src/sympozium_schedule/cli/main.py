@@ -34,6 +34,7 @@ from sympozium_schedule.ports.store import Labels, NotFound, Obj, Ref, Store, St
 
 if TYPE_CHECKING:
     from sympozium_schedule.adapters.sqlite import SQLiteStore
+    from sympozium_schedule.runtime.api import ConsoleSettings
 
 app = typer.Typer(
     cls=OneLineErrors,
@@ -142,6 +143,34 @@ def _startup_failure(group: BaseExceptionGroup[BaseException]) -> CliError | Non
     return None
 
 
+def _console_settings(enabled: bool, address: str | None, read_only: bool, *,
+                      kubernetes: bool) -> ConsoleSettings | None:
+    """The console's flags; ``HOST:PORT``, ``[IPv6]:PORT`` or ``:PORT`` (port 0: any free one)."""
+    from sympozium_schedule.runtime.api import ConsoleSettings
+
+    if not enabled:
+        if address is not None or read_only:
+            raise bad_value("--console-address and --console-read-only need the console",
+                            flag="--no-console", value=True)
+        return None
+    settings = ConsoleSettings(read_only=read_only,
+                               announce=lambda line: _out(line + "\n"))
+    if kubernetes:
+        settings.host, settings.port, settings.port_fallback = "0.0.0.0", 8081, False
+    if address is None:
+        return settings
+    host, sep, port_text = address.rpartition(":")
+    host = host.strip("[]") if host.startswith("[") and host.endswith("]") else host
+    if not sep or not port_text.isdigit() or not 0 <= int(port_text) <= 65535 or (
+            ":" in host and not address.startswith("[")):
+        raise bad_value("must be HOST:PORT, [IPv6]:PORT or :PORT with a port from 0 to 65535",
+                        flag="--console-address", value=address)
+    settings.host = host or settings.host
+    settings.port = int(port_text)
+    settings.port_fallback = False
+    return settings
+
+
 @app.command()
 def run(
     data_dir: DataDir = None,
@@ -199,8 +228,20 @@ def run(
     log_format: Annotated[LogFormat, typer.Option(
         "--log-format", help="auto: readable on a terminal, JSON lines otherwise.")] = LogFormat.AUTO,
     log_level: Annotated[str, typer.Option("--log-level", metavar="LEVEL")] = "info",
+    console: Annotated[bool, typer.Option(
+        "--console/--no-console", help="Serve the web console and REST API.",
+        rich_help_panel="Console")] = True,
+    console_address: Annotated[str | None, typer.Option(
+        "--console-address", metavar="HOST:PORT", show_default=False,
+        help="Where the console listens. Default: 127.0.0.1:8730 (a free port if that one is "
+             "taken); Kubernetes mode: 0.0.0.0:8081.", rich_help_panel="Console")] = None,
+    console_read_only: Annotated[bool, typer.Option(
+        "--console-read-only", help="The console and API only read; every change is refused.",
+        rich_help_panel="Console")] = False,
 ) -> None:
     """Run the scheduler (and the local runner) until Ctrl-C or SIGTERM."""
+    console_settings = _console_settings(console, console_address, console_read_only,
+                                         kubernetes=kubernetes)
     if metrics_port is not None and not 0 < metrics_port < 65536:
         raise bad_value("must be between 1 and 65535", flag="--metrics-port", value=metrics_port)
     if kubernetes:
@@ -214,7 +255,7 @@ def run(
         run_kubernetes(kubeconfig=kubeconfig, context=context, namespaces=watch_namespaces,
                        nats_url=nats_url, http_port=8080 if metrics_port is None else metrics_port,
                        leader_election=leader_election, lease_namespace=lease_namespace,
-                       qps=kube_qps, burst=kube_burst)
+                       qps=kube_qps, burst=kube_burst, console=console_settings)
         return
     timeout = _duration(run_timeout, "--run-timeout")
     command = _agent_command(agent_command)
@@ -240,7 +281,7 @@ def run(
     settings = EmbeddedSettings(
         data_dir=directory, runner=not no_runner, max_parallel=max_parallel, run_timeout=timeout,
         nats_url=nats_url, router=not no_router, metrics_port=metrics_port,
-        on_ready=start_demo if demo else None)
+        on_ready=start_demo if demo else None, console=console_settings)
     if command is not None:
         settings.agent_command = command
     try:
