@@ -36,7 +36,7 @@ from sympozium_schedule.ports.store import AlreadyExists, Conflict, NotFound, Ob
 from sympozium_schedule.runtime.api.auth import Check
 from sympozium_schedule.runtime.api.bodies import read_json, schedule_to_create, schedule_with_patch
 from sympozium_schedule.runtime.api.errors import ApiError, bad_request, invalid, not_found
-from sympozium_schedule.runtime.api.server import checks, json_response, public
+from sympozium_schedule.runtime.api.server import PRINCIPAL, checks, json_response, public
 from sympozium_schedule.runtime.paths import run_log, runs_dir
 
 if TYPE_CHECKING:
@@ -438,7 +438,7 @@ class Routes:
 
     @public
     async def session(self, request: web.Request) -> web.StreamResponse:
-        who = request.get("principal")
+        who = request.get(PRINCIPAL)
         return json_response({
             "mode": self.console.access.mode,
             "readOnly": self.console.settings.read_only,

@@ -45,6 +45,9 @@ Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
 Checks = Callable[[web.Request], list[Check]]
 F = TypeVar("F", bound=Callable[..., Any])
 MUTATING = frozenset({"POST", "PUT", "PATCH", "DELETE"})
+# Who the request's token names (None: no token). aiohttp >= 3.12 types request keys.
+_RequestKey = getattr(web, "RequestKey", None)
+PRINCIPAL: Any = _RequestKey("principal", object) if _RequestKey is not None else "principal"
 LOOPBACK_NAMES = frozenset({"localhost", "127.0.0.1", "::1"})
 DEFAULT_PORT = 8730
 STATIC = "static"
@@ -203,7 +206,7 @@ class Console:
                     self._check_origin(request)
                 if not is_public or request.headers.get("Authorization") is not None:
                     who = await self.access.authenticate(bearer(request.headers.get("Authorization")))
-                    request["principal"] = who
+                    request[PRINCIPAL] = who
                     if not is_public:
                         wanted = make(request) if make is not None else []
                         if not wanted and who is None and (
