@@ -152,7 +152,8 @@ async def test_kubernetes_access_allows_what_rbac_allows_and_caches_briefly() ->
     clock = [0.0]
     access = KubernetesAccess(answers, ttl=10, clock=lambda: clock[0])
     who = await access.authenticate("alice-token")
-    assert who is not None and who.name == "alice"
+    assert who is not None
+    assert who.name == "alice"
     allowed = Check("list", "sympoziumschedules", namespace="team-a")
     await access.authorize(who, allowed)
     with pytest.raises(ApiError) as denied:

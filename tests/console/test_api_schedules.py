@@ -338,8 +338,10 @@ async def test_timeline_is_bounded_per_schedule(api: Api) -> None:
                    schedule("paused", "0 * * * *", suspend=True), schedule("broken", "bad"))
     reply = await api.get("/api/v1/timeline?hours=48")
     rows = {r["name"]: r for r in reply.body["schedules"]}
-    assert len(rows["every-minute"]["times"]) == 1000 and rows["every-minute"]["truncated"]
-    assert len(rows["daily"]["times"]) == 2 and not rows["daily"]["truncated"]
+    assert len(rows["every-minute"]["times"]) == 1000
+    assert rows["every-minute"]["truncated"]
+    assert len(rows["daily"]["times"]) == 2
+    assert not rows["daily"]["truncated"]
     assert rows["paused"]["suspended"] is True
     assert rows["broken"]["error"].startswith("spec.schedule: 'bad'")
     assert (await api.get("/api/v1/timeline?hours=0")).status == 400

@@ -41,6 +41,7 @@ class Client:
     queue: asyncio.Queue[bytes]
     dropped: bool = False
     sent: int = 0
+    transport: asyncio.BaseTransport | None = None
 
 
 @dataclass(slots=True)
@@ -91,7 +92,10 @@ class Hub:
         client.dropped = True
         self.stats.dropped_clients += 1
         log.info("live stream client dropped: it fell behind", queued=client.queue.qsize())
-        # Make room for the sentinel so the client's task wakes and ends the response.
+        # Its task may be stuck writing to a socket nobody reads: cut the connection (the
+        # page reconnects and reloads), and wake the task if it is waiting on the queue.
+        if client.transport is not None:
+            client.transport.abort()  # type: ignore[attr-defined]
         with contextlib.suppress(asyncio.QueueEmpty):
             client.queue.get_nowait()
         client.queue.put_nowait(_CLOSE)
@@ -113,7 +117,7 @@ class Hub:
         await response.prepare(request)
         if self._closing:
             return response
-        client = Client(namespace, asyncio.Queue(maxsize=self.queue_size))
+        client = Client(namespace, asyncio.Queue(maxsize=self.queue_size), transport=request.transport)
         self.clients.add(client)
         self.stats.connected += 1
         try:
@@ -125,8 +129,6 @@ class Hub:
                     await response.write(b": keep-alive\n\n")
                     continue
                 if frame == _CLOSE:
-                    if client.dropped:
-                        await response.write(b"event: dropped\ndata: {}\n\n")
                     break
                 # Whatever else is queued goes out in the same write.
                 frames = [frame]

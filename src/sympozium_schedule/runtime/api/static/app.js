@@ -92,7 +92,6 @@ function timelineSoon() {
 
 function onEvent(kind, data) {
   if (kind === "hello") return loadAll().then(loadTimeline).then(renderSoon).catch(failed);
-  if (kind === "dropped") return;
   const maps = { schedule: state.schedules, run: state.runs };
   const map = maps[kind];
   if (!map) return;
