@@ -163,7 +163,8 @@ function isAgentMade(schedule) {
 }
 
 function writable() {
-  return state.session && !state.session.readOnly;
+  // Changes need a token (and a console that is not read-only); without one the page reads.
+  return Boolean(state.session && !state.session.readOnly && state.session.authenticated);
 }
 
 const scheduleHref = (obj) => `#/s/${encodeURIComponent(obj.metadata.namespace)}/${encodeURIComponent(obj.metadata.name)}`;

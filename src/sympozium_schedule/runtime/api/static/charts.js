@@ -125,7 +125,7 @@ export function outcomeStrip(items, zone, onSelect) {
 export function lagPlot(points) {
   const width = 1000;
   const height = 180;
-  const pad = { left: 60, right: 60, top: 16, bottom: 24 };
+  const pad = { left: 60, right: 60, top: 30, bottom: 24 };
   const svg = s("svg", { viewBox: `0 0 ${width} ${height}`, class: "plot", "data-testid": "lag-plot",
     role: "img", "aria-label": "Fire lag and run duration" });
   if (!points.length) {
@@ -152,7 +152,7 @@ export function lagPlot(points) {
     });
     if (path.length > 1) svg.prepend(s("path", { d: path.join(" "), class: `series ${one.cls}` }));
     const ax = one.axis === "left" ? 4 : width - 4;
-    svg.append(s("text", { x: ax, y: pad.top + 4, class: `axis ${one.cls}`, "text-anchor": one.axis === "left" ? "start" : "end" },
+    svg.append(s("text", { x: ax, y: 14, class: `axis ${one.cls}`, "text-anchor": one.axis === "left" ? "start" : "end" },
       `${one.label} ≤ ${duration(max)}`));
   }
   svg.prepend(s("line", { x1: pad.left, x2: width - pad.right, y1: height - pad.bottom, y2: height - pad.bottom, class: "grid" }));
