@@ -12,9 +12,10 @@ from sympozium_schedule.runtime.api.server import Console, ConsoleSettings, is_l
 
 if TYPE_CHECKING:
     from sympozium_schedule.runtime.controller import Controller
+    from sympozium_schedule.runtime.informer import Informer
 
 
-def _informers(controller: Controller | None) -> list[object]:
+def _informers(controller: Controller | None) -> list[Informer]:
     if controller is None:
         return []
     return [controller.schedules, controller.runs, controller.instances]
@@ -26,7 +27,7 @@ async def start_embedded(settings: ConsoleSettings, store: Store, controller: Co
     token = write_token(data_dir)
     access = TokenAccess(token, reads_need_token=not is_loopback(settings.host))
     console = Console(store, settings, access, data_dir=data_dir,
-                      informers=_informers(controller))  # type: ignore[arg-type]
+                      informers=_informers(controller))
     url = await console.start()
     if settings.announce is not None:
         mode = " (read-only)" if settings.read_only else ""
@@ -43,7 +44,7 @@ async def start_kubernetes(settings: ConsoleSettings, store: Store,
     if client is None:
         raise TypeError("the Kubernetes console needs a KubernetesStore")
     console = Console(store, settings, KubernetesAccess(AccessReviews(client)),
-                      informers=_informers(controller))  # type: ignore[arg-type]
+                      informers=_informers(controller))
     url = await console.start()
     if settings.announce is not None:
         settings.announce(f"console: {url} (sign in with your Kubernetes token)")
