@@ -145,7 +145,10 @@ def _startup_failure(group: BaseExceptionGroup[BaseException]) -> CliError | Non
 
 def _console_settings(enabled: bool, address: str | None, read_only: bool, *,
                       kubernetes: bool) -> ConsoleSettings | None:
-    """The console's flags; ``HOST:PORT``, ``[IPv6]:PORT`` or ``:PORT`` (port 0: any free one)."""
+    """The console's flags; ``HOST:PORT``, ``[IPv6]:PORT`` or ``:PORT`` (port 0: any free one).
+
+    Without ``--console-address``, a taken default port is replaced by a free one (and the
+    address printed): two schedulers on one machine, or replicas in tests, both start."""
     from sympozium_schedule.runtime.api import ConsoleSettings
 
     if not enabled:
@@ -156,7 +159,7 @@ def _console_settings(enabled: bool, address: str | None, read_only: bool, *,
     settings = ConsoleSettings(read_only=read_only,
                                announce=lambda line: _out(line + "\n"))
     if kubernetes:
-        settings.host, settings.port, settings.port_fallback = "0.0.0.0", 8081, False
+        settings.host, settings.port = "0.0.0.0", 8081
     if address is None:
         return settings
     host, sep, port_text = address.rpartition(":")
@@ -233,8 +236,8 @@ def run(
         rich_help_panel="Console")] = True,
     console_address: Annotated[str | None, typer.Option(
         "--console-address", metavar="HOST:PORT", show_default=False,
-        help="Where the console listens. Default: 127.0.0.1:8730 (a free port if that one is "
-             "taken); Kubernetes mode: 0.0.0.0:8081.", rich_help_panel="Console")] = None,
+        help="Where the console listens. Default: 127.0.0.1:8730; Kubernetes mode: 0.0.0.0:8081 "
+             "(a free port if the default one is taken).", rich_help_panel="Console")] = None,
     console_read_only: Annotated[bool, typer.Option(
         "--console-read-only", help="The console and API only read; every change is refused.",
         rich_help_panel="Console")] = False,
