@@ -335,12 +335,18 @@ def test_the_http_port_is_the_runtimes() -> None:
         {"name": "console", "containerPort": generate.CONSOLE_PORT, "protocol": "TCP"}]
 
 
-def test_the_console_port_is_the_clis_kubernetes_default() -> None:
+def test_the_install_turns_the_console_on_at_its_port() -> None:
     from sympozium_schedule.cli.main import _console_settings
 
-    settings = _console_settings(True, None, False, kubernetes=True)
+    env = {e["name"]: e for e in CONTAINER["env"]}
+    address = env[generate.CONSOLE_ADDRESS_ENV]["value"]
+    settings = _console_settings(None, address, False, kubernetes=True)
     assert settings is not None
     assert (settings.host, settings.port) == ("0.0.0.0", generate.CONSOLE_PORT)
+    assert _console_settings(None, None, False, kubernetes=True) is None  # off unless asked
+    asked = _console_settings(True, None, False, kubernetes=True)
+    assert asked is not None
+    assert (asked.host, asked.port) == ("0.0.0.0", generate.CONSOLE_PORT)
 
 
 @pytest.mark.parametrize(("probe", "path"), [

@@ -143,7 +143,7 @@ def _startup_failure(group: BaseExceptionGroup[BaseException]) -> CliError | Non
     return None
 
 
-def _console_settings(enabled: bool, address: str | None, read_only: bool, *,
+def _console_settings(enabled: bool | None, address: str | None, read_only: bool, *,
                       kubernetes: bool) -> ConsoleSettings | None:
     """The console's flags; ``HOST:PORT``, ``[IPv6]:PORT`` or ``:PORT`` (port 0: any free one).
 
@@ -151,10 +151,14 @@ def _console_settings(enabled: bool, address: str | None, read_only: bool, *,
     address printed): two schedulers on one machine, or replicas in tests, both start."""
     from sympozium_schedule.runtime.api import ConsoleSettings
 
+    if enabled is None:
+        # Kubernetes mode needs RBAC for TokenReview and SubjectAccessReview (the install's):
+        # on when asked for, so a scheduler run against any cluster does not open a port.
+        enabled = not kubernetes or address is not None or read_only
+    elif not enabled and read_only:
+        # (An address may come from SYMPOZIUM_CONSOLE_ADDRESS: --no-console wins over it.)
+        raise bad_value("--console-read-only needs the console", flag="--no-console", value=True)
     if not enabled:
-        if address is not None or read_only:
-            raise bad_value("--console-address and --console-read-only need the console",
-                            flag="--no-console", value=True)
         return None
     settings = ConsoleSettings(read_only=read_only,
                                announce=lambda line: _out(line + "\n"))
@@ -231,13 +235,16 @@ def run(
     log_format: Annotated[LogFormat, typer.Option(
         "--log-format", help="auto: readable on a terminal, JSON lines otherwise.")] = LogFormat.AUTO,
     log_level: Annotated[str, typer.Option("--log-level", metavar="LEVEL")] = "info",
-    console: Annotated[bool, typer.Option(
-        "--console/--no-console", help="Serve the web console and REST API.",
-        rich_help_panel="Console")] = True,
+    console: Annotated[bool | None, typer.Option(
+        "--console/--no-console", show_default=False,
+        help="Serve the web console and REST API. Default: on; in Kubernetes mode only with "
+             "--console or an address (the install sets one).", rich_help_panel="Console")] = None,
     console_address: Annotated[str | None, typer.Option(
         "--console-address", metavar="HOST:PORT", show_default=False,
-        help="Where the console listens. Default: 127.0.0.1:8730; Kubernetes mode: 0.0.0.0:8081 "
-             "(a free port if the default one is taken).", rich_help_panel="Console")] = None,
+        envvar="SYMPOZIUM_CONSOLE_ADDRESS",
+        help="Where the console listens (env SYMPOZIUM_CONSOLE_ADDRESS). Default: 127.0.0.1:8730; "
+             "Kubernetes mode: 0.0.0.0:8081 (a free port if the default one is taken).",
+        rich_help_panel="Console")] = None,
     console_read_only: Annotated[bool, typer.Option(
         "--console-read-only", help="The console and API only read; every change is refused.",
         rich_help_panel="Console")] = False,

@@ -40,7 +40,8 @@ NAMESPACE = "sympozium-schedule"  # its own: deleting the install must not touch
 # runtime.app.KubernetesSettings defaults (http_port, lease_name); repeated rather than
 # imported because importing the runtime costs half a second, and a test holds them equal.
 HTTP_PORT = 8080
-CONSOLE_PORT = 8081  # `run --kubernetes` serves the console here (cli.main, --console-address)
+CONSOLE_PORT = 8081  # where the install's `run --kubernetes` serves the console
+CONSOLE_ADDRESS_ENV = "SYMPOZIUM_CONSOLE_ADDRESS"  # cli.main's --console-address
 # The built-in ClusterRole granting create on tokenreviews and subjectaccessreviews: the
 # console asks the cluster who a token is and what that person may do.
 AUTH_DELEGATOR = "system:auth-delegator"
@@ -564,6 +565,8 @@ def _env(event_bus_url: str | None) -> list[dict[str, Any]]:
         {"name": "POD_NAMESPACE", "valueFrom": field("metadata.namespace")},  # the Lease's
         {"name": "POD_NAME", "valueFrom": field("metadata.name")},  # the leader identity
         bus,
+        # The console (off by default in Kubernetes mode): sign in with a Kubernetes token.
+        {"name": CONSOLE_ADDRESS_ENV, "value": f"0.0.0.0:{CONSOLE_PORT}"},
     ]
 
 
