@@ -94,7 +94,8 @@ def test_run_fires_on_time_refuses_a_second_run_and_stops_on_sigterm(
     assert "its AgentRun was deleted" not in scheduler.log.read_text()
     # --demo created its objects once the scheduler was ready, and printed what to try
     # next (on stdout; the JSON lines around it are the logs, on stderr).
-    banner = [line for line in scheduler.log.read_text().splitlines() if not line.startswith("{")]
+    banner = [line for line in scheduler.log.read_text().splitlines()
+              if not line.startswith(("{", "console: ", "  token: "))]  # the console's lines first
     assert banner[0] == f"sympozium-schedule is running the demo (data dir {cli.data_dir}).", banner
     assert f"  sympozium-schedule describe schedule demo-heartbeat --data-dir {cli.data_dir}" in banner
 

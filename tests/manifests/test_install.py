@@ -217,6 +217,14 @@ def test_every_kind_the_store_handles_is_granted_and_nothing_else() -> None:
     assert {(g, r) for g, r, _, _ in _grants(generate.leader_election_rules())} == {lease}
 
 
+def test_the_console_may_ask_the_cluster_about_tokens_and_access() -> None:
+    bindings = {b["roleRef"]["name"]: b for b in _by_kind(OBJECTS, "ClusterRoleBinding")}
+    delegator = bindings[generate.AUTH_DELEGATOR]
+    assert delegator["roleRef"]["kind"] == "ClusterRole"
+    assert delegator["subjects"] == [{"kind": "ServiceAccount", "name": generate.NAME,
+                                      "namespace": generate.NAMESPACE}]
+
+
 def test_the_roles_are_bound_to_the_service_account() -> None:
     (account,) = _by_kind(OBJECTS, "ServiceAccount")
     (cluster_role,) = _by_kind(OBJECTS, "ClusterRole")
@@ -227,7 +235,8 @@ def test_the_roles_are_bound_to_the_service_account() -> None:
     subject = {"kind": "ServiceAccount", "name": account["metadata"]["name"],
                "namespace": account["metadata"]["namespace"]}
     for binding_kind, role_obj in (("ClusterRoleBinding", cluster_role), ("RoleBinding", role)):
-        (binding,) = _by_kind(OBJECTS, binding_kind)
+        (binding,) = [b for b in _by_kind(OBJECTS, binding_kind)
+                      if b["roleRef"]["name"] != generate.AUTH_DELEGATOR]
         assert binding["subjects"] == [subject]
         assert binding["roleRef"] == {"apiGroup": "rbac.authorization.k8s.io",
                                       "kind": role_obj["kind"], "name": role_obj["metadata"]["name"]}
@@ -321,8 +330,23 @@ def test_an_event_bus_url_can_be_given() -> None:
 
 
 def test_the_http_port_is_the_runtimes() -> None:
-    assert CONTAINER["ports"] == [{"name": "http", "containerPort": KubernetesSettings().http_port,
-                                   "protocol": "TCP"}]
+    assert CONTAINER["ports"] == [
+        {"name": "http", "containerPort": KubernetesSettings().http_port, "protocol": "TCP"},
+        {"name": "console", "containerPort": generate.CONSOLE_PORT, "protocol": "TCP"}]
+
+
+def test_the_install_turns_the_console_on_at_its_port() -> None:
+    from sympozium_schedule.cli.main import _console_settings
+
+    env = {e["name"]: e for e in CONTAINER["env"]}
+    address = env[generate.CONSOLE_ADDRESS_ENV]["value"]
+    settings = _console_settings(None, address, False, kubernetes=True)
+    assert settings is not None
+    assert (settings.host, settings.port) == ("0.0.0.0", generate.CONSOLE_PORT)
+    assert _console_settings(None, None, False, kubernetes=True) is None  # off unless asked
+    asked = _console_settings(True, None, False, kubernetes=True)
+    assert asked is not None
+    assert (asked.host, asked.port) == ("0.0.0.0", generate.CONSOLE_PORT)
 
 
 @pytest.mark.parametrize(("probe", "path"), [

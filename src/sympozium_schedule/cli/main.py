@@ -44,6 +44,7 @@ from sympozium_schedule.ports.store import (
 
 if TYPE_CHECKING:
     from sympozium_schedule.adapters.sqlite import SQLiteStore
+    from sympozium_schedule.runtime.api import ConsoleSettings
 
 app = typer.Typer(
     cls=OneLineErrors,
@@ -146,6 +147,41 @@ def _startup_failure(group: BaseExceptionGroup[BaseException]) -> CliError | Non
     return None
 
 
+def _console_settings(enabled: bool | None, address: str | None, read_only: bool, *,
+                      kubernetes: bool) -> ConsoleSettings | None:
+    """The console's flags; ``HOST:PORT``, ``[IPv6]:PORT`` or ``:PORT`` (port 0: any free one).
+
+    Without ``--console-address``, a taken default port is replaced by a free one (and the
+    address printed): two schedulers on one machine, or replicas in tests, both start."""
+    from sympozium_schedule.runtime.api import ConsoleSettings
+
+    if enabled is None:
+        # Kubernetes mode needs RBAC for TokenReview and SubjectAccessReview (the install's):
+        # on when asked for, so a scheduler run against any cluster does not open a port.
+        enabled = not kubernetes or address is not None or read_only
+    elif not enabled and read_only:
+        # (An address may come from SYMPOZIUM_CONSOLE_ADDRESS: --no-console wins over it.)
+        raise bad_value("--console-read-only needs the console", flag="--no-console", value=True)
+    if not enabled:
+        return None
+    settings = ConsoleSettings(read_only=read_only,
+                               announce=lambda line: _out(line + "\n"))
+    if kubernetes:
+        settings.host, settings.port = "0.0.0.0", 8081
+    if address is None:
+        return settings
+    host, sep, port_text = address.rpartition(":")
+    host = host.strip("[]") if host.startswith("[") and host.endswith("]") else host
+    if not sep or not port_text.isdigit() or not 0 <= int(port_text) <= 65535 or (
+            ":" in host and not address.startswith("[")):
+        raise bad_value("must be HOST:PORT, [IPv6]:PORT or :PORT with a port from 0 to 65535",
+                        flag="--console-address", value=address)
+    settings.host = host or settings.host
+    settings.port = int(port_text)
+    settings.port_fallback = False
+    return settings
+
+
 @app.command()
 def run(
     data_dir: DataDir = None,
@@ -230,8 +266,23 @@ def run(
     log_format: Annotated[LogFormat, typer.Option(
         "--log-format", help="auto: readable on a terminal, JSON lines otherwise.")] = LogFormat.AUTO,
     log_level: Annotated[str, typer.Option("--log-level", metavar="LEVEL")] = "info",
+    console: Annotated[bool | None, typer.Option(
+        "--console/--no-console", show_default=False,
+        help="Serve the web console and REST API. Default: on; in Kubernetes mode only with "
+             "--console or an address (the install sets one).", rich_help_panel="Console")] = None,
+    console_address: Annotated[str | None, typer.Option(
+        "--console-address", metavar="HOST:PORT", show_default=False,
+        envvar="SYMPOZIUM_CONSOLE_ADDRESS",
+        help="Where the console listens (env SYMPOZIUM_CONSOLE_ADDRESS). Default: 127.0.0.1:8730; "
+             "Kubernetes mode: 0.0.0.0:8081 (a free port if the default one is taken).",
+        rich_help_panel="Console")] = None,
+    console_read_only: Annotated[bool, typer.Option(
+        "--console-read-only", help="The console and API only read; every change is refused.",
+        rich_help_panel="Console")] = False,
 ) -> None:
     """Run the scheduler (and the local runner) until Ctrl-C or SIGTERM."""
+    console_settings = _console_settings(console, console_address, console_read_only,
+                                         kubernetes=kubernetes)
     if metrics_port is not None and not 0 < metrics_port < 65536:
         raise bad_value("must be between 1 and 65535", flag="--metrics-port", value=metrics_port)
     if kubernetes:
@@ -245,7 +296,7 @@ def run(
         run_kubernetes(kubeconfig=kubeconfig, context=context, namespaces=watch_namespaces,
                        nats_url=nats_url, http_port=8080 if metrics_port is None else metrics_port,
                        leader_election=leader_election, lease_namespace=lease_namespace,
-                       qps=kube_qps, burst=kube_burst)
+                       qps=kube_qps, burst=kube_burst, console=console_settings)
         return
     import os
 
@@ -287,7 +338,7 @@ def run(
         nats_url=nats_url, router=not no_router, metrics_port=metrics_port,
         on_ready=start_demo if demo else None, agents=agents, default_agent=default,
         agent_env=passed_env, sandbox=sandbox.value, agent_allow=allowed,
-        agent_allow_write=allowed_write)
+        agent_allow_write=allowed_write, console=console_settings)
     try:
         asyncio.run(run_embedded(settings))
     except (DataDirBusy, AgentSandboxUnavailable) as exc:

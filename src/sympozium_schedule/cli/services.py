@@ -20,6 +20,7 @@ from sympozium_schedule.cli.errors import CliError, bad_value
 if TYPE_CHECKING:
     from sympozium_schedule.adapters.nats.bus import Credential
     from sympozium_schedule.core.requests import Limits
+    from sympozium_schedule.runtime.api import ConsoleSettings
     from sympozium_schedule.runtime.bus_identity import CalloutConfig
 
 class LogFormat(StrEnum):
@@ -67,7 +68,7 @@ def check_namespaces(values: list[str] | None) -> tuple[str, ...] | None:
 def run_kubernetes(*, kubeconfig: Path | None, context: str | None, namespaces: list[str] | None,
                    nats_url: str | None, http_port: int | None, leader_election: bool,
                    lease_namespace: str | None, qps: float, burst: int, controller: bool = True,
-                   ) -> None:
+                   console: ConsoleSettings | None = None) -> None:
     """The controller (and, with a NATS URL, the router) against a cluster."""
     from sympozium_schedule.ports.store import StoreError
     from sympozium_schedule.runtime.app import KubernetesSettings
@@ -80,7 +81,7 @@ def run_kubernetes(*, kubeconfig: Path | None, context: str | None, namespaces: 
     settings = KubernetesSettings(
         kubeconfig=kubeconfig, context=context, namespaces=check_namespaces(namespaces),
         nats_url=nats_url, http_port=http_port, leader_election=leader_election,
-        qps=qps, burst=burst, controller=controller)
+        qps=qps, burst=burst, controller=controller, console=console)
     if lease_namespace is not None:
         settings.lease_namespace = lease_namespace
     try:

@@ -40,6 +40,11 @@ NAMESPACE = "sympozium-schedule"  # its own: deleting the install must not touch
 # runtime.app.KubernetesSettings defaults (http_port, lease_name); repeated rather than
 # imported because importing the runtime costs half a second, and a test holds them equal.
 HTTP_PORT = 8080
+CONSOLE_PORT = 8081  # where the install's `run --kubernetes` serves the console
+CONSOLE_ADDRESS_ENV = "SYMPOZIUM_CONSOLE_ADDRESS"  # cli.main's --console-address
+# The built-in ClusterRole granting create on tokenreviews and subjectaccessreviews: the
+# console asks the cluster who a token is and what that person may do.
+AUTH_DELEGATOR = "system:auth-delegator"
 LEASE_NAME = "sympozium-schedule"
 # The numeric user the image runs as (the Dockerfile's USER; a test holds them equal).
 RUN_AS_USER = 65532
@@ -660,6 +665,11 @@ def rbac_objects(namespace: str = NAMESPACE) -> list[dict[str, Any]]:
          "metadata": _meta(NAME),
          "roleRef": {"apiGroup": "rbac.authorization.k8s.io", "kind": "ClusterRole", "name": NAME},
          "subjects": [subject]},
+        {"apiVersion": "rbac.authorization.k8s.io/v1", "kind": "ClusterRoleBinding",
+         "metadata": _meta(f"{NAME}-auth-delegator"),
+         "roleRef": {"apiGroup": "rbac.authorization.k8s.io", "kind": "ClusterRole",
+                     "name": AUTH_DELEGATOR},
+         "subjects": [subject]},
         {"apiVersion": "rbac.authorization.k8s.io/v1", "kind": "Role",
          "metadata": _meta(LEADER_ELECTION_ROLE, namespace), "rules": leader_election_rules()},
         {"apiVersion": "rbac.authorization.k8s.io/v1", "kind": "RoleBinding",
@@ -688,6 +698,8 @@ def _env(event_bus_url: str | None) -> list[dict[str, Any]]:
         {"name": "POD_NAMESPACE", "valueFrom": field("metadata.namespace")},  # the Lease's
         {"name": "POD_NAME", "valueFrom": field("metadata.name")},  # the leader identity
         bus,
+        # The console (off by default in Kubernetes mode): sign in with a Kubernetes token.
+        {"name": CONSOLE_ADDRESS_ENV, "value": f"0.0.0.0:{CONSOLE_PORT}"},
     ]
 
 
@@ -703,7 +715,8 @@ def deployment(*, image: str | None = None, namespace: str = NAMESPACE,
         "imagePullPolicy": "IfNotPresent",
         "args": ["run", "--kubernetes"],
         "env": _env(event_bus_url),
-        "ports": [{"name": "http", "containerPort": HTTP_PORT, "protocol": "TCP"}],
+        "ports": [{"name": "http", "containerPort": HTTP_PORT, "protocol": "TCP"},
+                  {"name": "console", "containerPort": CONSOLE_PORT, "protocol": "TCP"}],
         # /healthz: the process serves; /readyz: caches synced and the API reachable (a
         # standby is ready too, so rolling updates proceed; /leaderz tells the leader).
         "livenessProbe": probe("/healthz", delay=10, period=20),

@@ -18,7 +18,7 @@ from collections.abc import Awaitable, Callable, Coroutine, Iterator
 from dataclasses import dataclass, field
 from datetime import timedelta
 from pathlib import Path
-from typing import IO, Any
+from typing import IO, TYPE_CHECKING, Any
 
 import structlog
 
@@ -43,6 +43,9 @@ from sympozium_schedule.runtime.runner import (
     RunnerSettings,
 )
 from sympozium_schedule.runtime.sandbox import Sandbox, SandboxError, landlock_abi
+
+if TYPE_CHECKING:
+    from sympozium_schedule.runtime.api import Console, ConsoleSettings
 
 log = structlog.get_logger("app")
 
@@ -119,6 +122,7 @@ class EmbeddedSettings:
     # Extra long-running parts (the NATS server, router), each given the store.
     extras: list[Callable[[SQLiteStore, Metrics], Coroutine[Any, Any, None]]] = field(default_factory=list)
     on_ready: Callable[[SQLiteStore], Awaitable[None]] | None = None
+    console: ConsoleSettings | None = None  # the web console and REST API (runtime.api)
 
 
 def agent_sandbox(settings: EmbeddedSettings) -> Sandbox | None:
@@ -171,7 +175,12 @@ async def run_embedded(settings: EmbeddedSettings) -> None:
         loop = asyncio.get_running_loop()
         for sig in (signal.SIGINT, signal.SIGTERM):
             loop.add_signal_handler(sig, stop.set)
+        console: Console | None = None
         try:
+            if settings.console is not None:  # listening first: a port in use stops the start
+                from sympozium_schedule.runtime.api.wiring import start_embedded
+
+                console = await start_embedded(settings.console, store, controller, settings.data_dir)
             async with asyncio.TaskGroup() as group:
                 tasks = [group.create_task(controller.run(), name="controller")]
                 if auth is not None and tokens is not None and nats_url is not None:
@@ -222,6 +231,8 @@ async def run_embedded(settings: EmbeddedSettings) -> None:
         finally:
             for sig in (signal.SIGINT, signal.SIGTERM):
                 loop.remove_signal_handler(sig)
+            if console is not None:
+                await console.stop()
             await controller.events.drain(1.0)
             await store.close()
             if nats_server is not None:
@@ -294,6 +305,7 @@ class KubernetesSettings:
     controller: bool = True
     memory_labels: dict[str, str | None] = field(
         default_factory=lambda: {"sympozium.ai/component": "memory"})
+    console: ConsoleSettings | None = None  # the web console and REST API (runtime.api)
 
 
 async def _until_signal() -> None:
@@ -350,7 +362,12 @@ async def run_kubernetes(settings: KubernetesSettings) -> None:
 
     log.info("starting in Kubernetes mode", namespaces=settings.namespaces or "all",
              leader_election=elector is not None, router=router is not None)
+    console: Console | None = None
     try:
+        if settings.console is not None:
+            from sympozium_schedule.runtime.api.wiring import start_kubernetes
+
+            console = await start_kubernetes(settings.console, store, controller)
         async with asyncio.TaskGroup() as group:
             tasks = []
             if controller is not None:
@@ -377,6 +394,8 @@ async def run_kubernetes(settings: KubernetesSettings) -> None:
             for task in tasks:
                 task.cancel()
     finally:
+        if console is not None:
+            await console.stop()
         if controller is not None:
             await controller.events.drain(1.0)
         await store.close()

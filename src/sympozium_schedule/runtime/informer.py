@@ -83,16 +83,23 @@ class Informer:
         self.synced = asyncio.Event()
         self.relists = 0
         self._handlers: list[Handler] = [on_change] if on_change else []
+        self._own_write_handlers: list[Handler] = []
         self._backoff_max = backoff_max
 
-    def add_handler(self, handler: Handler) -> None:
+    def add_handler(self, handler: Handler, *, own_writes: bool = False) -> None:
+        """Call ``handler`` on every change. A writer applies its own writes with
+        ``observe(notify=False)`` so its handlers are not handed back what it just did;
+        with ``own_writes`` the handler hears those too (a watcher of everything, such
+        as the console's live stream, would otherwise never see a fire's status)."""
         self._handlers.append(handler)
+        if own_writes:
+            self._own_write_handlers.append(handler)
 
     def get(self, namespace: str, name: str) -> Obj | None:
         return self.cache.get((namespace, name))
 
-    def _emit(self, change: EventType, obj: Obj) -> None:
-        for handler in self._handlers:
+    def _emit(self, change: EventType, obj: Obj, *, own_only: bool = False) -> None:
+        for handler in self._own_write_handlers if own_only else self._handlers:
             try:
                 handler(change, obj)
             except Exception:
@@ -114,14 +121,14 @@ class Informer:
         if old is not None and not is_newer(obj, old):
             return
         self.cache[key] = obj
-        if notify:
-            self._emit(EventType.MODIFIED if old else EventType.ADDED, obj)
+        if notify or self._own_write_handlers:
+            self._emit(EventType.MODIFIED if old else EventType.ADDED, obj, own_only=not notify)
 
     def forget(self, namespace: str, name: str, *, notify: bool = True) -> None:
         """Drop an object this process just deleted."""
         old = self.cache.pop((namespace, name), None)
-        if old is not None and notify:
-            self._emit(EventType.DELETED, old)
+        if old is not None and (notify or self._own_write_handlers):
+            self._emit(EventType.DELETED, old, own_only=not notify)
 
     def _apply(self, change: EventType, obj: Obj) -> None:
         key = key_of(obj)
