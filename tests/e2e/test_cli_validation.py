@@ -32,6 +32,12 @@ class Case:
 
 
 CASES = {
+    "jitter-longer-than-the-interval": Case(_schedule(jitter="2m"),
+                                            ("spec.jitter: '2m': must be shorter than the shortest "
+                                             "time between two ticks (1m)",)),
+    "exclude-half-a-range": Case(_schedule(exclude=[{"start": "2026-12-24"}]),
+                                 ("spec.exclude[0]: None: an exclusion needs a schedule, or both "
+                                  "start and end",)),
     "bad-cron": Case(_schedule(schedule="61 * * * *"),
                      ("SympoziumSchedule default/bad: spec.schedule: '61 * * * *': "
                       "not a valid cron expression",)),

@@ -31,7 +31,6 @@ from typing import IO, Any
 import yaml
 
 from sympozium_schedule.adapters.sqlite.store import MAX_OBJECT_BYTES
-from sympozium_schedule.core.cron import compile_schedule, load_zone
 from sympozium_schedule.core.errors import SpecError
 from sympozium_schedule.core.model import (
     Kind,
@@ -351,14 +350,7 @@ def _check_metadata(raw: dict[str, Any]) -> None:
 
 def _check_schedule(raw: dict[str, Any], now: datetime) -> list[str]:
     _top_level(raw, _TOP_LEVEL[Kind.SCHEDULE])
-    view = ScheduleView.of(raw)
-    if view.spec is None:
-        assert view.spec_error is not None
-        raise view.spec_error
-    spec = view.spec
-    # @every ignores the zone, so compiling alone would let a bad one through.
-    load_zone(spec.time_zone)
-    compile_schedule(spec.schedule, time_zone=spec.time_zone, anchor=now)
+    ScheduleView.of(raw).check()
     return []
 
 

@@ -431,6 +431,16 @@ class ScheduleView:
                 timetable = exc
         return cls(meta, spec, error, ScheduleStatus.from_dict(obj.get("status")), timetable)
 
+    def check(self) -> ScheduleSpec:
+        """The spec, or the :class:`SpecError` of the first field at fault, the timing
+        fields included (what ``apply`` and the API refuse before storing)."""
+        if self.spec is None:
+            assert self.spec_error is not None
+            raise self.spec_error
+        if isinstance(self.timetable, SpecError):
+            raise self.timetable
+        return self.spec
+
 
 @dataclass(frozen=True, slots=True)
 class RunView:

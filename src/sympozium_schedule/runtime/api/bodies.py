@@ -4,8 +4,9 @@ Sympozium's ``POST /api/v1/schedules`` takes ``name``, ``agentRef`` (formerly
 ``instanceRef``), ``schedule``, ``task``, ``type``, ``suspend`` and
 ``concurrencyPolicy``; its ``PATCH`` takes any of ``schedule``, ``task``, ``type``,
 ``suspend`` and ``concurrencyPolicy``. Both are accepted here as they are, with
-``includeMemory`` and this project's additions (``timeZone``,
-``startingDeadlineSeconds``, ``firstTick``, the history limits) besides. As in
+``includeMemory`` and every field this project adds to the spec (``timeZone``, the
+history limits, jitter, the time window, ``maxRuns``, ``schedules``, ``exclude``, ...)
+besides. As in
 Sympozium, an empty ``type`` or ``concurrencyPolicy`` means "the default" and a
 missing ``name`` makes one from the instance's. Unlike Go's decoder, an unknown
 field is an error (a typo must not silently fall back to a default), and the
@@ -18,20 +19,14 @@ import copy
 from datetime import datetime
 from typing import Any
 
-from sympozium_schedule.core.cron import compile_schedule, load_zone
 from sympozium_schedule.core.errors import SpecError
 from sympozium_schedule.core.model import API_VERSION, Kind, ScheduleSpec, ScheduleView, check_name
 from sympozium_schedule.runtime.api.errors import ApiError, bad_request, invalid
 
-# Request field -> spec field (Sympozium renamed instanceRef to agentRef; both work).
-SPEC_FIELDS = {
-    "schedule": "schedule", "task": "task", "type": "type", "suspend": "suspend",
-    "concurrencyPolicy": "concurrencyPolicy", "includeMemory": "includeMemory",
-    "timeZone": "timeZone", "startingDeadlineSeconds": "startingDeadlineSeconds",
-    "firstTick": "firstTick", "successfulRunsHistoryLimit": "successfulRunsHistoryLimit",
-    "failedRunsHistoryLimit": "failedRunsHistoryLimit",
-    "agentRef": "instanceRef", "instanceRef": "instanceRef",
-}
+# Request field -> spec field: every field of the spec under its own name (so a field the
+# CRD gains is accepted at once), and Sympozium's agentRef for instanceRef.
+SPEC_FIELDS = {(f.alias or name): (f.alias or name) for name, f in ScheduleSpec.model_fields.items()}
+SPEC_FIELDS["agentRef"] = "instanceRef"
 _EMPTY_MEANS_DEFAULT = ("type", "concurrencyPolicy")
 CREATE_FIELDS = frozenset({"name", "labels", *SPEC_FIELDS})
 PATCH_FIELDS = frozenset({"resourceVersion", "labels", *SPEC_FIELDS})
@@ -89,10 +84,9 @@ def _check(obj: dict[str, Any], now: datetime) -> ScheduleSpec:
         assert view.spec_error is not None
         if view.spec_error.field != "metadata.name" or meta.get("name"):
             raise view.spec_error
-    spec = view.spec or ScheduleSpec.parse(obj.get("spec"))  # a name still to be generated
-    load_zone(spec.time_zone)  # @every ignores the zone: check it anyway
-    compile_schedule(spec.schedule, time_zone=spec.time_zone, anchor=now)
-    return spec
+        # A name still to be generated: check the rest under a name that passes.
+        view = ScheduleView.of(obj | {"metadata": meta | {"name": "generated"}})
+    return view.check()
 
 
 def schedule_to_create(body: object, *, namespace: str, now: datetime) -> dict[str, Any]:
@@ -164,4 +158,15 @@ def read_json(raw: bytes) -> object:
         raise bad_request(f"the body is not valid JSON ({exc})") from exc
 
 
-__all__ = ["ApiError", "check_schedule", "read_json", "schedule_to_create", "schedule_with_patch"]
+def read_object(raw: bytes, *, optional: bool = False) -> dict[str, Any]:
+    """A JSON object body (``optional``: an empty body is ``{}``)."""
+    if optional and not raw.strip():
+        return {}
+    body = read_json(raw)
+    if not isinstance(body, dict):
+        raise bad_request("the body must be a JSON object")
+    return body
+
+
+__all__ = ["ApiError", "check_schedule", "read_json", "read_object", "schedule_to_create",
+           "schedule_with_patch"]

@@ -10,7 +10,7 @@ from __future__ import annotations
 from functools import cache
 from typing import Any
 
-from sympozium_schedule.core.model import API_VERSION
+from sympozium_schedule.core.model import API_VERSION, CONCURRENCY_POLICIES
 
 J = "application/json"
 
@@ -71,13 +71,24 @@ _SPEC_PROPS: dict[str, Any] = {
     "task": STR,
     "type": {"type": "string", "enum": ["heartbeat", "scheduled", "sweep"]},
     "suspend": {"type": "boolean"},
-    "concurrencyPolicy": {"type": "string", "enum": ["Forbid", "Allow", "Replace"]},
+    "concurrencyPolicy": {"type": "string", "enum": list(CONCURRENCY_POLICIES)},
     "includeMemory": {"type": "boolean"},
     "timeZone": {"type": "string", "description": "IANA zone (default UTC)."},
     "startingDeadlineSeconds": {"type": "integer", "minimum": 1},
     "firstTick": {"type": "string", "enum": ["immediate", "afterInterval"]},
     "successfulRunsHistoryLimit": {"type": "integer", "minimum": 0},
     "failedRunsHistoryLimit": {"type": "integer", "minimum": 0},
+    "schedules": _array({"type": "object", "required": ["schedule"], "properties": {
+        "schedule": STR, "timeZone": STR}}),
+    "exclude": _array({"type": "object", "properties": {
+        "schedule": STR, "timeZone": STR, "start": STR, "end": STR}}),
+    "jitter": {"type": "string", "description": "Up to this delay per fire, e.g. 30s."},
+    "startTime": {"type": "string", "format": "date-time"},
+    "endTime": {"type": "string", "format": "date-time"},
+    "maxRuns": {"type": "integer", "minimum": 1},
+    "pauseOnFailure": {"type": "boolean"},
+    "suspendedBy": STR,
+    "suspendReason": STR,
 }
 
 
@@ -145,6 +156,15 @@ SCHEMAS: dict[str, Any] = {
     "FireTimes": {"type": "object", "required": ["schedule", "timeZone", "times", "notes"],
                   "properties": {"schedule": STR, "timeZone": STR, "suspended": {"type": "boolean"},
                                  "times": _array(_ref("FireTime")), "notes": _array(_ref("DstNote"))}},
+    "SuspendRequest": {"type": "object", "properties": {
+        "note": {"type": "string", "minLength": 1, "maxLength": 1024,
+                 "description": "Why (kept as spec.suspendReason, with who, until resume)."}}},
+    "BackfillRequest": {"type": "object", "required": ["from", "to"], "properties": {
+        "from": {"type": "string", "format": "date-time"},
+        "to": {"type": "string", "format": "date-time"},
+        "overlap": {"type": "string", "enum": list(CONCURRENCY_POLICIES)}}},
+    "BackfillAccepted": {"type": "object", "required": ["id", "from", "to", "overlap"],
+                         "properties": {"id": STR, "from": STR, "to": STR, "overlap": STR}},
     "TriggerResult": {"type": "object", "required": ["name", "namespace", "schedule", "scheduledTime"],
                       "properties": {"name": STR, "namespace": STR, "schedule": STR,
                                      "scheduledTime": STR}},
@@ -166,12 +186,13 @@ SCHEMAS: dict[str, Any] = {
 
 def _op(summary: str, responses: dict[str, Any], *, params: list[dict[str, Any]] | None = None,
         body: str | None = None, security: list[dict[str, list[str]]] | None = None,
-        errors: tuple[int, ...] = (400, 401, 403, 421, 503)) -> dict[str, Any]:
+        errors: tuple[int, ...] = (400, 401, 403, 421, 503),
+        body_required: bool = True) -> dict[str, Any]:
     op: dict[str, Any] = {"summary": summary, "parameters": params or [],
                           "responses": responses | _errors(*errors),
                           "security": security if security is not None else READ}
     if body is not None:
-        op["requestBody"] = {"required": True, "content": {J: {"schema": _ref(body)}}}
+        op["requestBody"] = {"required": body_required, "content": {J: {"schema": _ref(body)}}}
     return op
 
 
@@ -200,11 +221,17 @@ def _paths() -> dict[str, Any]:
                           errors=named_errors),
         },
         "/api/v1/schedules/{name}/suspend": {
-            "post": _op("Suspend: no tick fires until resumed", _ok(_ref("Schedule"), "Suspended"),
-                        params=one, security=WRITE, errors=write_errors)},
+            "post": _op("Suspend: no tick fires until resumed (an optional note says why)",
+                        _ok(_ref("Schedule"), "Suspended"), params=one, security=WRITE,
+                        errors=write_errors, body="SuspendRequest", body_required=False)},
         "/api/v1/schedules/{name}/resume": {
-            "post": _op("Resume (ticks from the pause are not replayed)",
+            "post": _op("Resume (ticks from the pause are not replayed; the note goes)",
                         _ok(_ref("Schedule"), "Resumed"), params=one, security=WRITE,
+                        errors=write_errors)},
+        "/api/v1/schedules/{name}/backfill": {
+            "post": _op("Run the ticks of a past range, at a bounded pace (progress in "
+                        "status.backfill)", _ok(_ref("BackfillAccepted"), "Asked for", "202"),
+                        params=one, body="BackfillRequest", security=WRITE,
                         errors=write_errors)},
         "/api/v1/schedules/{name}/trigger": {
             "post": _op("Start a run now, outside the cron (the concurrency policy applies)",

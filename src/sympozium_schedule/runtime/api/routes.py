@@ -4,13 +4,16 @@ openapi.py describes each route; tests/console checks real responses against it.
 
 from __future__ import annotations
 
+import json
 import os
+import secrets
 import stat
 from datetime import datetime, timedelta
 from typing import TYPE_CHECKING, Any
 
 from aiohttp import web
 
+from sympozium_schedule.core import backfill as backfill_rules
 from sympozium_schedule.core.cron import (
     DstNote,
     compile_schedule,
@@ -23,6 +26,7 @@ from sympozium_schedule.core.cron import (
 from sympozium_schedule.core.errors import SpecError
 from sympozium_schedule.core.manual import TriggerRefused
 from sympozium_schedule.core.model import (
+    ANNOTATION_BACKFILL,
     ANNOTATION_SCHEDULED_TIME,
     LABEL_SCHEDULE,
     Kind,
@@ -34,7 +38,12 @@ from sympozium_schedule.core.model import (
 )
 from sympozium_schedule.ports.store import AlreadyExists, Conflict, NotFound, Obj, Ref
 from sympozium_schedule.runtime.api.auth import Check
-from sympozium_schedule.runtime.api.bodies import read_json, schedule_to_create, schedule_with_patch
+from sympozium_schedule.runtime.api.bodies import (
+    read_json,
+    read_object,
+    schedule_to_create,
+    schedule_with_patch,
+)
 from sympozium_schedule.runtime.api.errors import ApiError, bad_request, invalid, not_found
 from sympozium_schedule.runtime.api.server import PRINCIPAL, checks, json_response, public
 from sympozium_schedule.runtime.paths import run_log, runs_dir
@@ -181,6 +190,7 @@ class Routes:
         add("PATCH", "/api/v1/schedules/{name}", self.patch_schedule)
         add("DELETE", "/api/v1/schedules/{name}", self.delete_schedule)
         add("POST", "/api/v1/schedules/{name}/suspend", self.suspend)
+        add("POST", "/api/v1/schedules/{name}/backfill", self.backfill)
         add("POST", "/api/v1/schedules/{name}/resume", self.resume)
         add("POST", "/api/v1/schedules/{name}/trigger", self.trigger)
         add("GET", "/api/v1/schedules/{name}/next", self.next_times)
@@ -269,11 +279,60 @@ class Routes:
 
     @checks(on("patch", SCHEDULES, named=True))
     async def suspend(self, request: web.Request) -> web.StreamResponse:
-        return await self._patch(request, {"suspend": True})
+        body = read_object(await request.read(), optional=True)
+        unknown = set(body) - {"note"}
+        if unknown:
+            raise bad_request(f"{sorted(unknown)[0]}: unknown field (known: note)", field="note")
+        note = body.get("note")
+        if note is not None and (not isinstance(note, str) or not note.strip() or len(note) > 1024):
+            raise bad_request("note: must be a string of 1 to 1024 characters", field="note")
+        who = request.get(PRINCIPAL)
+        return await self._patch(request, {
+            "suspend": True, "suspendReason": note,
+            "suspendedBy": f"{who.name} (console)" if who is not None else "console"})
 
     @checks(on("patch", SCHEDULES, named=True))
     async def resume(self, request: web.Request) -> web.StreamResponse:
-        return await self._patch(request, {"suspend": False})
+        return await self._patch(request, {"suspend": False, "suspendedBy": None,
+                                           "suspendReason": None})
+
+    @checks(on("patch", SCHEDULES, named=True))
+    async def backfill(self, request: web.Request) -> web.StreamResponse:
+        """Ask for a backfill: the annotation the controller adopts (as `backfill` does)."""
+        body = read_object(await request.read())
+        unknown = set(body) - {"from", "to", "overlap"}
+        if unknown:
+            raise bad_request(f"{sorted(unknown)[0]}: unknown field (known: from, to, overlap)",
+                              field=sorted(unknown)[0])
+        text = json.dumps(body | {"overlap": body.get("overlap", "BufferAll"),
+                                  "id": secrets.token_hex(8)})
+        try:
+            asked = backfill_rules.parse_request(text)
+        except backfill_rules.BadRequest as exc:
+            raise bad_request(str(exc), field="from") from exc
+        if asked.start > self.console.clock():
+            raise bad_request("backfill: from is in the future: a backfill runs past ticks",
+                              field="from")
+        namespace, name = namespace_of(request), name_of(request)
+        ref = Ref(Kind.SCHEDULE, namespace, name)
+        for _ in range(5):
+            try:
+                obj = await self.store.get(ref)
+            except NotFound as exc:
+                raise not_found(SCHEDULE_KIND, name, namespace) from exc
+            meta = obj.setdefault("metadata", {})
+            meta["annotations"] = dict(meta.get("annotations") or {}) | {ANNOTATION_BACKFILL: text}
+            try:
+                await self.store.update(obj)
+                break
+            except Conflict:
+                continue
+        else:
+            raise ApiError(409, f"schedule {namespace}/{name} kept changing; try again",
+                           reason="Conflict")
+        return json_response({"id": asked.id, "from": format_time(asked.start),
+                              "to": format_time(min(asked.end, self.console.clock())),
+                              "overlap": asked.overlap}, status=202)
 
     @checks(on("delete", SCHEDULES, named=True))
     async def delete_schedule(self, request: web.Request) -> web.StreamResponse:
