@@ -319,13 +319,19 @@ function refreshDetail() {
       h("section", { class: "card" }, h("h2", {}, "Spec"), h("dl", { class: "kv" },
         ["instanceRef", "schedule", "timeZone", "type", "concurrencyPolicy", "includeMemory", "suspend", "firstTick",
           "startingDeadlineSeconds", "successfulRunsHistoryLimit", "failedRunsHistoryLimit"].map((k) => [h("dt", {}, k),
-          h("dd", { "data-testid": `spec-${k}` }, spec[k] === undefined ? h("span", { class: "muted" }, "default") : String(spec[k]))])),
+          h("dd", { "data-testid": `spec-${k}` }, spec[k] === undefined ? h("span", { class: "muted" }, "default") : String(spec[k]))]),
+        RICHER.filter((k) => spec[k] !== undefined).map((k) => [h("dt", {}, k),
+          h("dd", { "data-testid": `spec-${k}` }, typeof spec[k] === "object" ? JSON.stringify(spec[k]) : String(spec[k]))])),
       h("h3", {}, "Task"), h("pre", { class: "task", "data-testid": "spec-task" }, spec.task || "")),
       h("section", { class: "card" }, h("h2", {}, "Status"), h("dl", { class: "kv" },
         h("dt", {}, "last run"), h("dd", { "data-testid": "status-last-run" }, status.lastRunName || "—", " ", h("small", { class: "muted" }, relative(parse(status.lastRunTime)))),
         h("dt", {}, "next run"), h("dd", { "data-testid": "status-next-run" }, spec.suspend ? "— (suspended)" : full(parse(status.nextRunTime), zone)),
         h("dt", {}, "total runs"), h("dd", { "data-testid": "status-total-runs" }, String(status.totalRuns || 0)),
-        h("dt", {}, "active"), h("dd", {}, (status.active || []).map((a) => a.name).join(", ") || "—")),
+        h("dt", {}, "active"), h("dd", {}, (status.active || []).map((a) => a.name).join(", ") || "—"),
+        status.remainingRuns !== undefined && [h("dt", {}, "remaining runs"), h("dd", { "data-testid": "status-remaining" }, String(status.remainingRuns))],
+        (status.buffered || []).length > 0 && [h("dt", {}, "waiting ticks"), h("dd", {}, status.buffered.join(", "))],
+        status.backfill && [h("dt", {}, "backfill"), h("dd", { "data-testid": "status-backfill" },
+          `${status.backfill.state}: ${status.backfill.created || 0} created, ${status.backfill.existing || 0} already there, ${status.backfill.skipped || 0} skipped`)]),
       h("h3", {}, "Conditions"),
       conditions.length ? h("table", { class: "small" }, conditions.map((c) => h("tr", {},
         h("td", {}, c.type), h("td", {}, c.status), h("td", {}, c.reason), h("td", {}, c.message)))) : h("p", { class: "muted" }, "None"),
@@ -388,6 +394,9 @@ async function loadLogs(run) {
 
 // --- create and edit -------------------------------------------------------------------------
 
+// Fields sympozium-schedule adds beyond Sympozium's: shown when set.
+const RICHER = ["schedules", "exclude", "jitter", "startTime", "endTime", "maxRuns", "pauseOnFailure",
+  "suspendedBy", "suspendReason"];
 const FIELDS = ["schedule", "timeZone", "task", "type", "concurrencyPolicy", "includeMemory", "suspend",
   "startingDeadlineSeconds", "firstTick", "successfulRunsHistoryLimit", "failedRunsHistoryLimit"];
 
@@ -418,7 +427,7 @@ async function formPage(ns, name) {
       field("Task", h("textarea", { id: "f-task", name: "task", rows: 5, "data-testid": "field-task" }, spec.task || "")),
       h("div", { class: "row" },
         field("Type", select("type", ["scheduled", "heartbeat", "sweep"], spec.type || "scheduled")),
-        field("When a run is still going", select("concurrencyPolicy", ["Forbid", "Allow", "Replace"], spec.concurrencyPolicy || "Forbid"))),
+        field("When a run is still going", select("concurrencyPolicy", ["Forbid", "Allow", "Replace", "BufferOne", "BufferAll"], spec.concurrencyPolicy || "Forbid"))),
       h("div", { class: "row" },
         h("label", { class: "check" }, input("includeMemory", { type: "checkbox", checked: spec.includeMemory !== false }), " include the agent's memory"),
         h("label", { class: "check" }, input("suspend", { type: "checkbox", checked: Boolean(spec.suspend) }), " suspended")),
