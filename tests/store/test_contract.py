@@ -621,19 +621,22 @@ async def test_an_object_that_comes_to_match_a_label_watch_is_delivered(store: S
 
 
 async def test_watch_from_a_version_too_old_is_expired(adapter: Adapter, store: Store) -> None:
-    listing = await store.list(Kind.SCHEDULE)
-    await store.create(schedule("hb"))
+    """On ConfigMaps: a real API server serves the other kinds from its watch cache, which
+    forgets a version only after ~100k events in 75 s (see tests/kube/controlplane.py)."""
+    listing = await store.list(Kind.CONFIG_MAP, namespace=NAMESPACE)
+    await store.create(configmap("before"))
     await adapter.expire(store)
 
     with pytest.raises(Expired):
-        async with aclosing(store.watch(Kind.SCHEDULE,
+        async with aclosing(store.watch(Kind.CONFIG_MAP, namespace=NAMESPACE,
                                         resource_version=listing.resource_version)) as events:
             await next_event(events)
 
     # A relist gives a version that can be watched from again.
-    fresh = await store.list(Kind.SCHEDULE)
-    async with aclosing(store.watch(Kind.SCHEDULE, resource_version=fresh.resource_version)) as events:
-        created = await store.create(schedule("after"))
+    fresh = await store.list(Kind.CONFIG_MAP, namespace=NAMESPACE)
+    async with aclosing(store.watch(Kind.CONFIG_MAP, namespace=NAMESPACE,
+                                    resource_version=fresh.resource_version)) as events:
+        created = await store.create(configmap("after"))
         event = await next_event(events)
     assert (event.type, event.object) == (ADDED, created)
 

@@ -80,6 +80,17 @@ def _error(exc: Exception, what: str) -> StoreError:
     return Unavailable(f"{what}: {exc or type(exc).__name__}")
 
 
+def _plain(resource: Any) -> Obj:
+    """The object as the core reads it, without ``metadata.managedFields``: server-side apply's
+    bookkeeping, often larger than the object, that nothing here reads (controller-runtime's
+    caches strip it the same way)."""
+    obj: Obj = resource.to_dict()
+    meta = obj.get("metadata")
+    if isinstance(meta, dict):
+        meta.pop("managedFields", None)
+    return obj
+
+
 def _selector(labels: Labels | None) -> dict[str, Any] | None:
     if not labels:
         return None
@@ -149,8 +160,7 @@ class KubernetesStore:
     async def get(self, ref: Ref) -> Obj:
         res = RESOURCES[ref.kind]
         obj = await self.call(f"get {ref}", self.client.get(res, ref.name, namespace=ref.namespace))
-        result: Obj = obj.to_dict()
-        return result
+        return _plain(obj)
 
     async def list(self, kind: Kind, *, namespace: str | None = None,
                    labels: Labels | None = None) -> Listing:
@@ -158,7 +168,7 @@ class KubernetesStore:
         iterable = self.client.list(res, namespace=namespace or "*", labels=_selector(labels))
 
         async def collect() -> list[Obj]:
-            return [o.to_dict() async for o in iterable]
+            return [_plain(o) async for o in iterable]
 
         items = await self.call(f"list {kind.value}", collect())
         return Listing(items, str(iterable.resourceVersion))
@@ -174,7 +184,7 @@ class KubernetesStore:
         try:
             async for change, obj in stream:
                 if change in ("ADDED", "MODIFIED", "DELETED"):
-                    yield WatchEvent(EventType(change), obj.to_dict())
+                    yield WatchEvent(EventType(change), _plain(obj))
         except (ApiError, httpx.HTTPError, OSError) as exc:
             raise _error(exc, f"watch {kind.value}") from exc
         finally:
@@ -187,8 +197,7 @@ class KubernetesStore:
         draft = dict(obj)
         draft["metadata"] = dict(obj.get("metadata") or {}) | {"namespace": ref.namespace}
         created = await self.call(f"create {ref}", self.client.create(res.from_dict(draft)))
-        result: Obj = created.to_dict()
-        return result
+        return _plain(created)
 
     async def update(self, obj: Obj) -> Obj:
         ref = _ref(obj)
@@ -201,8 +210,7 @@ class KubernetesStore:
             meta["resourceVersion"] = current["metadata"]["resourceVersion"]
         draft["metadata"] = meta | {"namespace": ref.namespace}
         replaced = await self.call(f"update {ref}", self.client.replace(res.from_dict(draft)))
-        result: Obj = replaced.to_dict()
-        return result
+        return _plain(replaced)
 
     async def patch_status(self, ref: Ref, patch: Mapping[str, Any], *,
                            resource_version: str | None = None) -> Obj:
@@ -212,8 +220,7 @@ class KubernetesStore:
         res = RESOURCES[ref.kind]
         patched = await self.call(f"patch {ref} status", self.client.patch(
             res.Status, ref.name, body, namespace=ref.namespace, patch_type=PatchType.MERGE))
-        result: Obj = patched.to_dict()
-        return result
+        return _plain(patched)
 
     async def delete(self, ref: Ref, *, uid: str | None = None) -> None:
         if uid:
