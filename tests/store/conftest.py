@@ -130,7 +130,8 @@ async def _kubernetes_open(tmp_path: Path, plane: ControlPlane | None = None) ->
 
 async def _kubernetes_peer(store: Store) -> Store:
     own = _kubernetes(store)
-    assert own.plane is not None and own.kubeconfig is not None
+    assert own.plane is not None
+    assert own.kubeconfig is not None
     return _connect(own.plane, own.kubeconfig)
 
 

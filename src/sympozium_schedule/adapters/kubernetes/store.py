@@ -5,8 +5,8 @@ typed and small, async-first, generic resources are plain dicts, and its
 watch resumes from the last resourceVersion by itself). Every resource is
 handled as a lightkube generic resource, so objects stay the JSON dicts the
 core reads. API errors map onto the store's error taxonomy (404 NotFound,
-409 AlreadyExists/Conflict, 410 Expired, 4xx Invalid, 429/5xx/network
-Unavailable). A token bucket limits the request rate as client-go's does;
+409 AlreadyExists/Conflict, 410 Expired, 403 Forbidden, other 4xx Invalid,
+401/429/5xx/network Unavailable). A token bucket limits the request rate as client-go's does;
 watches are not counted against it.
 """
 
@@ -23,6 +23,8 @@ import httpx2 as httpx
 from lightkube import AsyncClient, KubeConfig, operators
 from lightkube.config.kubeconfig import SingleConfig
 from lightkube.core.exceptions import ApiError
+from lightkube.core.generic_client import ALL_NS
+from lightkube.core.selector import build_selector
 from lightkube.generic_resource import create_namespaced_resource
 from lightkube.types import PatchType
 
@@ -33,6 +35,7 @@ from sympozium_schedule.ports.store import (
     Create,
     EventType,
     Expired,
+    Forbidden,
     GroupResults,
     Invalid,
     Known,
@@ -50,6 +53,18 @@ from sympozium_schedule.ports.store import (
 )
 
 FIELD_MANAGER = "sympozium-schedule"
+
+
+def user_agent(component: str) -> str:
+    """``sympozium-schedule/<version> (<component>)``, so that a cluster's audit log and
+    ``apiserver_request_total`` name us (client-go sends ``<binary>/<version> ...``)."""
+    from importlib import metadata
+
+    try:
+        version = metadata.version("sympozium-schedule")
+    except metadata.PackageNotFoundError:
+        version = "0.0.0"
+    return f"sympozium-schedule/{version} ({component})"
 
 RESOURCES: dict[Kind, Any] = {
     Kind.SCHEDULE: create_namespaced_resource(GROUP, VERSION, "SympoziumSchedule", "sympoziumschedules"),
@@ -74,8 +89,10 @@ def _error(exc: Exception, what: str) -> StoreError:
             return Expired(message)
         if code in (400, 413, 422):
             return Invalid(message)
-        if code in (401, 403):
-            return Unavailable(f"{message} (check the ServiceAccount's RBAC)")
+        if code == 403:
+            return Forbidden(f"{message} (check the ServiceAccount's RBAC)")
+        if code == 401:  # a token being rotated: the next request reads the new one
+            return Unavailable(message)
         return Unavailable(message)
     return Unavailable(f"{what}: {exc or type(exc).__name__}")
 
@@ -138,12 +155,15 @@ class KubernetesStore:
 
     @classmethod
     def connect(cls, kubeconfig: Path | None = None, *, context: str | None = None,
-                qps: float = 50.0, burst: int = 100) -> KubernetesStore:
+                qps: float = 50.0, burst: int = 100, component: str = "controller") -> KubernetesStore:
         try:
             config = load_config(kubeconfig, context)
         except Exception as exc:  # lightkube raises ConfigError and plain OSErrors
             raise Unavailable(f"no usable Kubernetes configuration: {exc}") from exc
         client = AsyncClient(config=config, field_manager=FIELD_MANAGER, trust_env=False)
+        # lightkube takes no User-Agent; its httpx client is built at once (lazy=True only
+        # defers the kubeconfig's exec credentials), so the header is set on it here.
+        client._client._client.headers["User-Agent"] = user_agent(component)
         return cls(client, qps=qps, burst=burst)
 
     async def call(self, what: str, coro: Any) -> Any:
@@ -179,8 +199,16 @@ class KubernetesStore:
         # ``known`` is not used: the API server sends every event decoded anyway.
         res = RESOURCES[kind]
         self.requests += 1
-        stream = self.client.watch(res, namespace=namespace or "*", labels=_selector(labels),
-                                   resource_version=resource_version)
+        # lightkube's watch() re-opens a watch the server ended (every --min-request-timeout,
+        # 30-60 min in clusters) from the last version it saw, but takes no
+        # allowWatchBookmarks: the request is built here so that BOOKMARK events keep that
+        # version current while nothing we watch changes, and a re-opened watch resumes
+        # instead of answering 410 Gone (and a relist) once the server's window has moved on.
+        generic = self.client._client
+        request = generic.prepare_request("list", res=res, namespace=namespace or ALL_NS, watch=True, params={
+            "resourceVersion": resource_version, "allowWatchBookmarks": "true",
+            "labelSelector": build_selector(_selector(labels) or {}) if labels else None})
+        stream = generic.watch(request)
         try:
             async for change, obj in stream:
                 if change in ("ADDED", "MODIFIED", "DELETED"):
@@ -189,7 +217,7 @@ class KubernetesStore:
             raise _error(exc, f"watch {kind.value}") from exc
         finally:
             with contextlib.suppress(Exception):
-                await stream.aclose()  # type: ignore[attr-defined]
+                await stream.aclose()
 
     async def create(self, obj: Obj) -> Obj:
         ref = _ref(obj)
