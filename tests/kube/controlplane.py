@@ -137,6 +137,7 @@ class AuditLog:
         self._offset = 0
         self._calls: list[Call] = []
         self._seen: set[str] = set()
+        self._open: dict[str, Call] = {}  # watches whose response started and has not ended
 
     def _read(self) -> None:
         if not self.path.exists():
@@ -148,15 +149,25 @@ class AuditLog:
         self._offset += end
         for line in data[:end].splitlines():
             event = json.loads(line)
-            if event["auditID"] in self._seen or event.get("stage") not in (
-                    "ResponseStarted", "ResponseComplete", "Panic"):
+            audit_id, stage = event["auditID"], event.get("stage")
+            if stage not in ("ResponseStarted", "ResponseComplete", "Panic"):
                 continue
-            self._seen.add(event["auditID"])
-            self._calls.append(_call(event))
+            if audit_id in self._seen:
+                self._open.pop(audit_id, None)
+                continue
+            self._seen.add(audit_id)
+            call = _call(event)
+            self._calls.append(call)
+            if stage == "ResponseStarted":
+                self._open[audit_id] = call
 
     def mark(self) -> int:
         self._read()
         return len(self._calls)
+
+    def open_watches(self, user: str) -> int:
+        self._read()
+        return sum(1 for c in self._open.values() if c.user == user)
 
     def calls(self, *, user: str | None = None, since: int = 0) -> list[Call]:
         self._read()
