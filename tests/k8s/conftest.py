@@ -45,7 +45,7 @@ from sympozium_schedule.core.model import API_VERSION, parse_time
 from sympozium_schedule.runtime.bridge import Bridge, BridgeSettings
 from tests import support
 from tests.k8s.emulator import ApiServer
-from tests.kube.controlplane import INSTALL_NAMESPACE, SERVICE_ACCOUNT, Api, ControlPlane, Obj
+from tests.kube.controlplane import INSTALL_NAMESPACE, SERVICE_ACCOUNT, Api, ApiError, ControlPlane, Obj
 from tests.support import free_port
 
 # Generous for a loaded 2-core machine; a passing test never waits anywhere near it.
@@ -88,20 +88,28 @@ class Cluster:
         if user not in self._tokens:
             api = self.plane.api()
             sa = f"/api/v1/namespaces/{INSTALL_NAMESPACE}/serviceaccounts"
-            api.request("POST", sa, {"apiVersion": "v1", "kind": "ServiceAccount",
-                                     "metadata": {"name": user, "namespace": INSTALL_NAMESPACE}})
             subject = [{"kind": "ServiceAccount", "name": user, "namespace": INSTALL_NAMESPACE}]
             rbac = "/apis/rbac.authorization.k8s.io/v1"
-            api.request("POST", f"{rbac}/clusterrolebindings", {
-                "apiVersion": "rbac.authorization.k8s.io/v1", "kind": "ClusterRoleBinding",
-                "metadata": {"name": f"test-{user}"}, "subjects": subject,
-                "roleRef": {"apiGroup": "rbac.authorization.k8s.io", "kind": "ClusterRole",
-                            "name": SERVICE_ACCOUNT}})
-            api.request("POST", f"{rbac}/namespaces/{INSTALL_NAMESPACE}/rolebindings", {
-                "apiVersion": "rbac.authorization.k8s.io/v1", "kind": "RoleBinding",
-                "metadata": {"name": f"test-{user}", "namespace": INSTALL_NAMESPACE}, "subjects": subject,
-                "roleRef": {"apiGroup": "rbac.authorization.k8s.io", "kind": "Role",
-                            "name": f"{SERVICE_ACCOUNT}-leader-election"}})
+            for path, obj in (
+                (sa, {"apiVersion": "v1", "kind": "ServiceAccount",
+                      "metadata": {"name": user, "namespace": INSTALL_NAMESPACE}}),
+                (f"{rbac}/clusterrolebindings", {
+                    "apiVersion": "rbac.authorization.k8s.io/v1", "kind": "ClusterRoleBinding",
+                    "metadata": {"name": f"test-{user}"}, "subjects": subject,
+                    "roleRef": {"apiGroup": "rbac.authorization.k8s.io", "kind": "ClusterRole",
+                                "name": SERVICE_ACCOUNT}}),
+                (f"{rbac}/namespaces/{INSTALL_NAMESPACE}/rolebindings", {
+                    "apiVersion": "rbac.authorization.k8s.io/v1", "kind": "RoleBinding",
+                    "metadata": {"name": f"test-{user}", "namespace": INSTALL_NAMESPACE},
+                    "subjects": subject,
+                    "roleRef": {"apiGroup": "rbac.authorization.k8s.io", "kind": "Role",
+                                "name": f"{SERVICE_ACCOUNT}-leader-election"}}),
+            ):
+                try:
+                    api.request("POST", path, obj)
+                except ApiError as exc:  # made by an earlier test of the session
+                    if exc.code != 409:
+                        raise
             answer = api.request("POST", f"{sa}/{user}/token", {
                 "apiVersion": "authentication.k8s.io/v1", "kind": "TokenRequest",
                 "spec": {"expirationSeconds": 86400}})

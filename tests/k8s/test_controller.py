@@ -442,3 +442,43 @@ def test_without_leader_election_two_replicas_still_create_each_run_once(
     created = [c.body["metadata"]["name"] for c in creates if c.code in (201, None)]
     assert len(created) == len(set(created))
     assert {r["metadata"]["name"] for r in runs} <= set(created)
+
+
+# --- what the API server refuses for good --------------------------------------------------------
+
+
+def test_a_forbidden_create_is_reported_once_and_each_tick_tries_once(cluster: Shared, ns: Space) -> None:
+    """A quota that allows no AgentRun: every create is 403 Forbidden, which retrying cannot
+    fix. Each tick is reported as skipped (TickSkipped, reason RunForbidden) and tried once,
+    with one Warning Event while the cause persists (it used to be retried as a temporary
+    error, on a fast back-off, forever); once the quota goes, the next tick fires."""
+    quota = f"/api/v1/namespaces/{ns.name}/resourcequotas"
+    hard = {"count/agentruns.sympozium.ai": "0"}
+    ns.api.request("POST", quota, {"apiVersion": "v1", "kind": "ResourceQuota",
+                                   "metadata": {"name": "no-runs"}, "spec": {"hard": hard}})
+    # No quota controller runs here: the status it would write is written by hand.
+    ns.api.request("PATCH", f"{quota}/no-runs/status", {"status": {"hard": hard, "used": {
+        "count/agentruns.sympozium.ai": "0"}}}, content_type="application/merge-patch+json")
+    ns.instance()
+    ns.schedule("hb", "@every 1s", concurrencyPolicy="Allow")
+    condition = ns.wait(lambda: (c := ns.condition("hb", "TickSkipped")) and c["reason"] == "RunForbidden"
+                        and c, "the TickSkipped condition")
+    assert "forbidden" in condition["message"]
+    assert "exceeded quota" in condition["message"]
+    ctl = cluster.controller
+    mark = cluster.server.mark()
+    started = time.monotonic()
+    time.sleep(3.5)  # three or four ticks, each refused
+    window = time.monotonic() - started
+    creates = [c for c in ctl.calls(since=mark) if (c.resource, c.verb) == ("agentruns", "create")]
+    assert {c.code for c in creates} == {403}
+    assert 2 <= len(creates) <= window + 2, f"{len(creates)} creates in {window:.1f}s: one a tick"
+    warnings = ns.events("hb", reason="RunForbidden")
+    assert len(warnings) == 1, [e["message"] for e in warnings]
+    assert warnings[0]["type"] == "Warning"
+    assert ns.runs("hb") == []
+    assert ctl.alive, ctl.log_tail()
+
+    ns.api.request("DELETE", f"{quota}/no-runs")
+    ns.wait_runs("hb", 1)
+    ns.wait(lambda: (c := ns.condition("hb", "TickSkipped")) and c["status"] == "False", "the condition to clear")

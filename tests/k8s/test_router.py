@@ -1,6 +1,7 @@
 """The Schedule Router in Kubernetes mode (``sympozium-schedule router --kubernetes``): an
 agent's requests, written by the schedule_task tool and published by the IPC bridge over a
-real NATS server, applied to the emulated API and answered in the agent's folder."""
+real NATS server, applied to the real kube-apiserver (as a ServiceAccount bound to the shipped
+roles) and answered in the agent's folder."""
 
 from __future__ import annotations
 
@@ -9,16 +10,17 @@ from pathlib import Path
 
 from sympozium_schedule.agents.schedule_task import result_path
 from sympozium_schedule.core.model import API_VERSION
-from tests.k8s.conftest import Agent, Processes
-from tests.k8s.emulator import ApiServer
+from sympozium_schedule.manifests import generate
+from tests.k8s.conftest import Agent, Cluster, Processes, namespace_for
 
-NS = "agents"
 RESULT_KEYS = {"requestId", "requestFile", "status", "message", "schedule"}
 
 
 async def test_the_router_applies_an_agents_requests_to_the_api_and_answers_them(
-        server: ApiServer, processes: Processes, nats_url: str, tmp_path: Path) -> None:
-    api = server.api()
+        cluster: Cluster, processes: Processes, nats_url: str, tmp_path: Path) -> None:
+    NS = namespace_for("agents")
+    api = cluster.api()
+    api.namespace(NS)
     api.create({"apiVersion": API_VERSION, "kind": "SympoziumInstance",
                 "metadata": {"name": "alice", "namespace": NS},
                 "spec": {"agents": {"default": {"model": "gpt-4o"}}}})
@@ -65,6 +67,8 @@ async def test_the_router_applies_an_agents_requests_to_the_api_and_answers_them
         await agent.stop()
         api.close()
     writes = [(c.resource, c.verb, c.namespace, c.code) for c in router.calls() if c.write]
+    assert {c.user_agent for c in router.calls()} == {
+        f"sympozium-schedule/{generate.project_version()} (router)"}
     assert writes == [("sympoziumschedules", "create", NS, 201), ("sympoziumschedules", "update", NS, 200),
                       ("sympoziumschedules", "update", NS, 200), ("sympoziumschedules", "delete", NS, 200)]
     assert router.get("/metrics").status == 200

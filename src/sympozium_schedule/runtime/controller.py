@@ -357,12 +357,19 @@ class Controller:
         counts = {"delete": 0, "create": 0, "status": 0}
         retry: list[_Planned] = []
         for planned, wanted, got in zip(batch, writes, results, strict=True):
+            key, obj, view, decision = planned
             if len(got) == len(wanted) and not any(isinstance(r, StoreError) for r in got):
-                key, obj, view, decision = planned
                 self._written(key, obj, decision, wanted, got, counts)
                 self._remember_view(key, view, decision)
-            else:
-                retry.append(planned)
+                continue
+            refused = got[-1] if got and isinstance(wanted[len(got) - 1], Create) else None
+            if isinstance(refused, Invalid | Forbidden):
+                # The run's create was refused for good: not tried a second time below.
+                for write, result in zip(wanted, got, strict=False):
+                    if isinstance(write, Delete) and not isinstance(result, StoreError):
+                        self._forget_run(write.ref.namespace, write.ref.name)
+                planned = (key, obj, view, self._create_refused(view, decision, refused, now))
+            retry.append(planned)
         m = self.metrics  # counted once a chunk: each inc() takes a lock
         m.deletes.inc(counts["delete"])
         m.creates.inc(counts["create"])
@@ -513,14 +520,19 @@ class Controller:
                                f"an AgentRun named {ref.name} already exists and belongs to "
                                f"{holder}; delete or rename it", now)
         except (Invalid, Forbidden) as exc:
-            # Permanent: the tick is reported (TickSkipped, a Warning Event) and consumed, and
-            # the next tick tries again; the Event is not repeated while the reason persists.
-            reason = "RunForbidden" if isinstance(exc, Forbidden) else "RunRejected"
-            failed = tick_failed(view, decision, reason, f"the store refused the run: {exc}", now)
-            return self._once(view, failed)
+            return self._create_refused(view, decision, exc, now)
         self._observe_run(created)
         self.metrics.creates.inc()
         return decision
+
+    def _create_refused(self, view: ScheduleView, decision: Decision, exc: StoreError,
+                        now: datetime) -> Decision:
+        """A run's create refused for good (422 invalid, 403 forbidden: RBAC, a quota, an
+        admission plugin): the tick is reported (TickSkipped, a Warning Event) and consumed,
+        and the next tick tries again; the Event is not repeated while the reason persists."""
+        reason = "RunForbidden" if isinstance(exc, Forbidden) else "RunRejected"
+        failed = tick_failed(view, decision, reason, f"the store refused the run: {exc}", now)
+        return self._once(view, failed)
 
     @staticmethod
     def _once(view: ScheduleView, decision: Decision) -> Decision:
