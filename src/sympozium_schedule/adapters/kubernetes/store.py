@@ -115,7 +115,12 @@ def _selector(labels: Labels | None) -> dict[str, Any] | None:
 
 
 class RateLimiter:
-    """A token bucket: ``qps`` requests per second on average, bursts of ``burst``."""
+    """A token bucket: ``qps`` requests per second on average, bursts of ``burst``.
+
+    Two priorities: a low-priority request (an Event: best effort, never on a fire's path)
+    waits while any normal one is waiting, so a burst of fires is paced by the bucket alone
+    and its Events follow (client-go shares one limiter between both; issue 13's target for
+    the burst is the bucket's own bound)."""
 
     def __init__(self, qps: float, burst: int):
         self.qps = qps
@@ -123,19 +128,41 @@ class RateLimiter:
         self._tokens = float(burst)
         self._stamp = time.monotonic()
         self._lock = asyncio.Lock()
+        self._normal_waiting = 0
+        self._normal_idle = asyncio.Event()
+        self._normal_idle.set()
 
-    async def acquire(self) -> None:
+    async def acquire(self, *, low: bool = False) -> None:
         if self.qps <= 0:
             return
-        async with self._lock:
-            now = time.monotonic()
-            self._tokens = min(self.burst, self._tokens + (now - self._stamp) * self.qps)
-            self._stamp = now
-            if self._tokens < 1:
-                await asyncio.sleep((1 - self._tokens) / self.qps)
-                self._tokens = 1.0
-                self._stamp = time.monotonic()
-            self._tokens -= 1
+        if not low:
+            self._normal_waiting += 1
+            self._normal_idle.clear()
+            try:
+                async with self._lock:
+                    await self._take()
+            finally:
+                self._normal_waiting -= 1
+                if not self._normal_waiting:
+                    self._normal_idle.set()
+            return
+        while True:
+            await self._normal_idle.wait()
+            async with self._lock:
+                if self._normal_waiting:
+                    continue  # one arrived while this waited for the lock: it goes first
+                await self._take()
+                return
+
+    async def _take(self) -> None:
+        now = time.monotonic()
+        self._tokens = min(self.burst, self._tokens + (now - self._stamp) * self.qps)
+        self._stamp = now
+        if self._tokens < 1:
+            await asyncio.sleep((1 - self._tokens) / self.qps)
+            self._tokens = 1.0
+            self._stamp = time.monotonic()
+        self._tokens -= 1
 
 
 def load_config(kubeconfig: Path | None = None, context: str | None = None) -> KubeConfig | SingleConfig:
@@ -166,9 +193,9 @@ class KubernetesStore:
         client._client._client.headers["User-Agent"] = user_agent(component)
         return cls(client, qps=qps, burst=burst)
 
-    async def call(self, what: str, coro: Any) -> Any:
+    async def call(self, what: str, coro: Any, *, low: bool = False) -> Any:
         """Run one API request under the rate limit, mapping errors to the store taxonomy."""
-        await self.limiter.acquire()
+        await self.limiter.acquire(low=low)
         self.requests += 1
         try:
             return await coro
@@ -224,7 +251,8 @@ class KubernetesStore:
         res = RESOURCES[ref.kind]
         draft = dict(obj)
         draft["metadata"] = dict(obj.get("metadata") or {}) | {"namespace": ref.namespace}
-        created = await self.call(f"create {ref}", self.client.create(res.from_dict(draft)))
+        created = await self.call(f"create {ref}", self.client.create(res.from_dict(draft)),
+                                  low=ref.kind is Kind.EVENT)
         return _plain(created)
 
     async def update(self, obj: Obj) -> Obj:
