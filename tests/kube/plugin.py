@@ -18,12 +18,21 @@ def pytest_configure(config: pytest.Config) -> None:
 
 def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
     for item in items:
-        if "cluster_plane" in getattr(item, "fixturenames", ()):
+        if {"cluster_plane", "store_plane"} & set(getattr(item, "fixturenames", ())):
             item.add_marker(pytest.mark.kube)
 
 
 @pytest.fixture(scope="session")
 def cluster_plane() -> Iterator[ControlPlane]:
     """etcd + kube-apiserver with the shipped install applied, for the whole session."""
+    with control_plane() as plane:
+        yield plane
+
+
+@pytest.fixture(scope="session")
+def store_plane() -> Iterator[ControlPlane]:
+    """A control plane of its own for the store contract suite, which expects a store that
+    holds only what the test put there (a list across all namespaces must not see the
+    controller tests' objects)."""
     with control_plane() as plane:
         yield plane

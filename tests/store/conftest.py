@@ -90,9 +90,9 @@ async def _sqlite_expire(store: Store) -> None:
 
 
 class _ClusterStore(KubernetesStore):
-    """A KubernetesStore on the session's real API server (tests/kube), as admin: the
-    contract is the store's, not the install's RBAC (tests/k8s holds that). Tests share the
-    server, so :func:`_kubernetes_open` empties the namespaces the contract uses first."""
+    """A KubernetesStore on the contract suite's real API server (tests/kube), as admin: the
+    contract is the store's, not the install's RBAC (tests/k8s holds that). The suite's tests
+    share the server, so :func:`_kubernetes_open` empties the namespaces they use first."""
 
     plane: ControlPlane | None = None
     kubeconfig: Path | None = None
@@ -156,7 +156,7 @@ def adapter(request: pytest.FixtureRequest) -> Adapter:
 
 @pytest.fixture
 async def store(adapter: Adapter, tmp_path: Path, request: pytest.FixtureRequest) -> AsyncIterator[Store]:
-    plane = request.getfixturevalue("cluster_plane") if adapter.cluster else None
+    plane = request.getfixturevalue("store_plane") if adapter.cluster else None
     opened = await adapter.open(tmp_path, plane)
     try:
         yield opened
