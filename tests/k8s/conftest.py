@@ -80,11 +80,17 @@ class Cluster:
     def user_name(self, user: str) -> str:
         return f"system:serviceaccount:{INSTALL_NAMESPACE}:{user}"
 
-    def token(self, user: str) -> str:
+    def token(self, user: str, *, bind: bool = True) -> str:
         """The shipped ServiceAccount's token, or another ServiceAccount's bound to the same
-        shipped ClusterRole and Role (to tell two replicas apart in the audit log)."""
+        shipped ClusterRole and Role (to tell two replicas apart in the audit log); with
+        ``bind=False`` the ServiceAccount must exist and keeps whatever bindings it has."""
         if user == SERVICE_ACCOUNT:
             return self.plane.service_account_token()
+        if user not in self._tokens and not bind:
+            answer = self.plane.api().request(
+                "POST", f"/api/v1/namespaces/{INSTALL_NAMESPACE}/serviceaccounts/{user}/token",
+                {"apiVersion": "authentication.k8s.io/v1", "kind": "TokenRequest", "spec": {}})
+            self._tokens[user] = str(answer["status"]["token"])
         if user not in self._tokens:
             api = self.plane.api()
             sa = f"/api/v1/namespaces/{INSTALL_NAMESPACE}/serviceaccounts"
