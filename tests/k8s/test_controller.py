@@ -481,4 +481,5 @@ def test_a_forbidden_create_is_reported_once_and_each_tick_tries_once(cluster: S
 
     ns.api.request("DELETE", f"{quota}/no-runs")
     ns.wait_runs("hb", 1)
-    ns.wait(lambda: (c := ns.condition("hb", "TickSkipped")) and c["status"] == "False", "the condition to clear")
+    ns.wait(lambda: (c := ns.condition("hb", "TickSkipped")) and c["status"] == "False",
+            "the condition to clear")
