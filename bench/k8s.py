@@ -5,7 +5,7 @@
 The control plane is the tests' (tests/kube/controlplane.py): etcd and kube-apiserver from
 ``KUBEBUILDER_ASSETS`` (else ``../shared/kube``), TLS, RBAC, the shipped install applied with
 ``kubectl apply``, an audit log, and here the API server's default ``--min-request-timeout``
-(1800 s: a watch lives 30-60 min, as in clusters). The real ``sympozium-schedule run
+(1800 s: a watch lives 30-60 min, as in clusters) and etcd's default progress notifications. The real ``sympozium-schedule run
 --kubernetes`` runs as the shipped ServiceAccount (a second replica as another ServiceAccount
 bound to the same roles). Every count and time comes from the audit log: each request's
 user, verb, resource and arrival (``requestReceivedTimestamp``, microseconds, this machine's
@@ -370,7 +370,7 @@ def failover(plane: ControlPlane, directory: Path) -> dict[str, Any]:
 
 @contextlib.contextmanager
 def plane_for(options: Options) -> Iterator[ControlPlane]:
-    plane = ControlPlane(find_assets(), min_request_timeout=1800)
+    plane = ControlPlane(find_assets(), min_request_timeout=1800, progress_notify=None)
     try:
         yield plane.start()
     finally:

@@ -14,8 +14,8 @@ from pathlib import Path
 
 from sympozium_schedule.adapters.kubernetes.store import KubernetesStore
 from sympozium_schedule.core.model import Kind
-from tests.k8s.conftest import SERVICE_ACCOUNT, Cluster, namespace_for
 from tests import support
+from tests.k8s.conftest import SERVICE_ACCOUNT, Cluster, namespace_for
 from tests.kube.controlplane import MIN_REQUEST_TIMEOUT
 
 

@@ -304,6 +304,7 @@ class ControlPlane:
     assets: Path
     root: Path = field(default_factory=lambda: Path(tempfile.mkdtemp(prefix="kube-")))
     min_request_timeout: int = MIN_REQUEST_TIMEOUT
+    progress_notify: str | None = "2s"  # None: etcd's default, 10 min
     url: str = ""
     etcd_url: str = ""
     _procs: dict[str, subprocess.Popen[bytes]] = field(default_factory=dict)
@@ -354,8 +355,9 @@ class ControlPlane:
             "--unsafe-no-fsync",  # a test cluster: losing it on a power cut is fine
             # etcd tells the API server every 10 min by default how far its revision has
             # moved; the watch cache of a resource nothing changes advances only then, and so
-            # do the bookmarks it sends. Every 2 s, so that bookmarks show within a test.
-            "--experimental-watch-progress-notify-interval", "2s",
+            # do the bookmarks it sends. Tests ask for every 2 s, so that bookmarks show.
+            *(["--experimental-watch-progress-notify-interval", self.progress_notify]
+              if self.progress_notify else []),
         ])
         self.url = f"https://127.0.0.1:{secure}"
         self._spawn("kube-apiserver", [
