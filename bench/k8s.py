@@ -5,11 +5,12 @@
 The control plane is the tests' (tests/kube/controlplane.py): etcd and kube-apiserver from
 ``KUBEBUILDER_ASSETS`` (else ``../shared/kube``), TLS, RBAC, the shipped install applied with
 ``kubectl apply``, an audit log, and here the API server's default ``--min-request-timeout``
-(1800 s: a watch lives 30-60 min, as in clusters) and etcd's default progress notifications. The real ``sympozium-schedule run
---kubernetes`` runs as the shipped ServiceAccount (a second replica as another ServiceAccount
-bound to the same roles). Every count and time comes from the audit log: each request's
-user, verb, resource and arrival (``requestReceivedTimestamp``, microseconds, this machine's
-clock, so comparable with the ticks). Each part has a namespace of its own.
+(1800 s: a watch lives 30-60 min, as in clusters) and etcd's default progress notifications.
+The real ``sympozium-schedule run --kubernetes`` runs as the shipped ServiceAccount (a second
+replica as another ServiceAccount bound to the same roles). Every count and time comes from the
+audit log: each request's user, verb, resource and arrival (``requestReceivedTimestamp``,
+microseconds, this machine's clock, so comparable with the ticks). Each part has a namespace of
+its own.
 
 1. **Requests per fire**, by verb and resource: 50 ``@every 2s`` schedules (Allow), a window
    of 10 s from 3 s after their creation; a fire is an AgentRun create in the window, its
