@@ -69,6 +69,14 @@ AUDIT_POLICY = {
 }
 
 
+def _die_with_parent() -> None:
+    """In the child: SIGKILL when the process that started it dies, however it dies (a test
+    run killed by a timeout must not leave an API server behind)."""
+    import ctypes
+
+    ctypes.CDLL(None, use_errno=True).prctl(1, signal.SIGKILL)  # PR_SET_PDEATHSIG
+
+
 class NoAssets(RuntimeError):
     pass
 
@@ -325,7 +333,7 @@ class ControlPlane:
         log = (self.root / f"{name}.log").open("wb")
         self._logs.append(log)
         proc = subprocess.Popen(args, stdout=log, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL,
-                                start_new_session=True)
+                                start_new_session=True, preexec_fn=_die_with_parent)
         self._procs[name] = proc
         return proc
 
