@@ -12,10 +12,12 @@ audit log: each request's user, verb, resource and arrival (``requestReceivedTim
 microseconds, this machine's clock, so comparable with the ticks). Each part has a namespace of
 its own.
 
-1. **Requests per fire**, by verb and resource: 50 ``@every 2s`` schedules (Allow), a window
-   of 10 s from 3 s after their creation; a fire is an AgentRun create in the window, its
-   requests the creates, status patches and Events of its (schedule, tick). Floor: 2 (one
-   create, one status patch) + the Events the recorder is allowed to write.
+1. **Requests per fire**, by verb and resource: 20 ``@every 2s`` schedules (Allow: 10 fires/s,
+   20 writes/s, within the default 50 requests/s), a window of 10 s from 3 s after their
+   creation; a fire is an AgentRun create in the window, matched with its status patch (the
+   one naming its run as ``lastRunName``, even if it lands just after the window); Events
+   created in the window count per fire; every other request in the window is counted apart
+   (target 0). Floor: 2 (one create, one status patch) + the Events the recorder wrote.
 2. **Idle**, leader election on as shipped: 1,000 schedules with nothing due, the controller
    started, settled (its initial status writes done), then every request it makes over 10
    minutes, counted per minute (median and spread over the minutes) and in total by verb and
@@ -85,6 +87,7 @@ DESCRIPTION = ("Kubernetes mode on a real kube-apiserver: requests per fire, req
 DEFAULT_LIMIT = (50.0, 100)  # run --kubernetes's defaults
 LEASE_DURATION, RETRY_PERIOD = 15.0, 2.0
 TIMEOUT = 180.0
+FIRE_EVERY = 2
 
 
 @dataclass(frozen=True)
@@ -96,7 +99,7 @@ class Size:
     burst: int
 
 
-FULL = Size(50, 10.0, 1000, 10.0, 1000)
+FULL = Size(20, 10.0, 1000, 10.0, 1000)
 QUICK = Size(10, 4.0, 100, 0.5, 100)
 
 
@@ -219,23 +222,31 @@ def per_fire(plane: ControlPlane, size: Size, directory: Path) -> dict[str, Any]
     try:
         ctl.wait()
         seed(api, ns, [instance_obj()])
-        seed(api, ns, [schedule_obj(f"fire-{i:03d}", "@every 2s") for i in range(size.fire_schedules)])
+        seed(api, ns, [schedule_obj(f"fire-{i:03d}", f"@every {FIRE_EVERY}s")
+                       for i in range(size.fire_schedules)])
         time.sleep(3.0)
         mark, start = plane.audit.mark(), time.time()
-        time.sleep(size.fire_window)
-        window = [c for c in ctl.calls(since=mark) if c.at < start + size.fire_window]
+        time.sleep(size.fire_window + 3.0)  # the fires of the window, and their status patches
+        calls = [c for c in ctl.calls(since=mark) if c.verb != "watch"]
     finally:
         ctl.stop()
         clear(api, ns)
+    end = start + size.fire_window
+    window = [c for c in calls if c.at < end]
     creates = [c for c in window if key(c) == "create agentruns" and c.code == 201]
-    by_verb = Counter(key(c) for c in window if c.verb != "watch")
+    names = {str(c.body["metadata"]["name"]) for c in creates}
+    patches = [c for c in calls if key(c) == "patch sympoziumschedules/status"
+               and (c.body or {}).get("status", {}).get("lastRunName") in names]
+    events = [c for c in window if key(c) == "create events"]
+    matched = {id(c) for c in creates} | {id(c) for c in patches} | {id(c) for c in events}
+    others = Counter(key(c) for c in window if id(c) not in matched)
     fires = len(creates)
-    return {"fires": fires, "by_request": dict(by_verb),
-            "requests_per_fire": sum(by_verb.values()) / fires if fires else float("nan"),
-            "writes_per_fire": (by_verb["create agentruns"]
-                                + by_verb["patch sympoziumschedules/status"]) / fires,
-            "events_per_fire": by_verb["create events"] / fires,
-            "reads": sum(n for k, n in by_verb.items() if k.split()[0] in ("get", "list")),
+    return {"fires": fires, "by_request": dict(Counter(key(c) for c in window)),
+            "writes_per_fire": (len(creates) + len(patches)) / fires,
+            "events_per_fire": len(events) / fires,
+            "requests_per_fire": (len(creates) + len(patches) + len(events)) / fires,
+            "other_requests": dict(others), "other": sum(others.values()),
+            "reads": sum(n for k, n in others.items() if k.split()[0] in ("get", "list")),
             "lag_max_s": max((c.at - _tick(c) for c in creates), default=float("nan"))}
 
 
@@ -347,9 +358,11 @@ def failover(plane: ControlPlane, directory: Path) -> dict[str, Any]:
             next_tick += 20
         time.sleep(max(0.0, next_tick - 1 - time.time()))
         renewed = max(c.at for c in a.calls() if c.resource == "leases" and c.verb in ("update", "create"))
+        mark = plane.audit.mark()  # replica-b's ServiceAccount served the earlier repeats too
         a.stop(signal.SIGKILL)
         killed = time.time()
-        first = wait_for(lambda: [c for c in b.calls() if key(c) == "create agentruns" and c.code == 201],
+        first = wait_for(lambda: [c for c in b.calls(since=mark)
+                                  if key(c) == "create agentruns" and c.code == 201],
                          "the standby's first run", timeout=60)[0]
         time.sleep(45)  # two more ticks fired by the new leader
         runs = api.list("agentruns", namespace=ns)
@@ -394,8 +407,8 @@ def measure(options: Options) -> Report:
     q, b = DEFAULT_LIMIT
     k = size.burst
     figures = [
-        Figure("requests_per_fire", f"API requests per fire ({size.fire_schedules} x @every 2s, all verbs)",
-               "",
+        Figure("requests_per_fire", f"API requests per fire ({size.fire_schedules} x @every {FIRE_EVERY}s: "
+               "create, status patch, Events)", "",
                [f["requests_per_fire"] for f in fires], target=None,
                floor=[2 + f["events_per_fire"] for f in fires], floor_label="2 + the Events recorded"),
         Figure("writes_per_fire", "AgentRun creates + status patches per fire", "",
@@ -403,8 +416,8 @@ def measure(options: Options) -> Report:
                floor_label="one create + one status patch"),
         Figure("events_per_fire", "Events created per fire (best effort, recorder-limited)", "",
                [f["events_per_fire"] for f in fires]),
-        Figure("fire_reads", "reads (get, list) in the window", "", [float(f["reads"]) for f in fires],
-               target=0, gate="worst"),
+        Figure("fire_other", "any other request in the window (reads, other writes)", "",
+               [float(f["other"]) for f in fires], target=0, gate="worst"),
         Figure("idle_per_minute", f"requests a minute while idle ({size.idle_schedules} schedules, leader "
                f"election on; spread over {size.idle_minutes:g} min)", "/min", quiet["per_minute"],
                floor=[60 / RETRY_PERIOD] * len(quiet["per_minute"]), floor_label="one Lease update per 2 s"),

@@ -36,3 +36,17 @@ async def test_the_bucket_allows_a_burst_then_qps() -> None:
         await limiter.acquire()
     took = time.monotonic() - began
     assert took >= 0.19, f"20 requests past the burst at 100/s took {took:.3f}s"
+
+
+async def test_time_the_loop_takes_to_wake_a_waiter_is_credited() -> None:
+    """In virtual time, every sleep oversleeps by 5 ms (a loaded machine): 200 requests past
+    the burst at 50/s still take 4 s, not 200 x (20 + 5) ms = 5 s."""
+    now = [0.0]
+
+    async def late_sleep(seconds: float) -> None:
+        now[0] += seconds + 0.005
+
+    limiter = RateLimiter(qps=50, burst=100, clock=lambda: now[0], sleep=late_sleep)
+    for _ in range(300):
+        await limiter.acquire()
+    assert 4.0 <= now[0] <= 4.0 + 0.005 * 2, now[0]

@@ -15,7 +15,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import time
-from collections.abc import AsyncIterator, Mapping, Sequence
+from collections.abc import AsyncIterator, Awaitable, Callable, Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -122,11 +122,14 @@ class RateLimiter:
     and its Events follow (client-go shares one limiter between both; issue 13's target for
     the burst is the bucket's own bound)."""
 
-    def __init__(self, qps: float, burst: int):
+    def __init__(self, qps: float, burst: int, *, clock: Callable[[], float] = time.monotonic,
+                 sleep: Callable[[float], Awaitable[None]] = asyncio.sleep):
         self.qps = qps
         self.burst = burst
+        self._clock = clock
+        self._sleep = sleep
         self._tokens = float(burst)
-        self._stamp = time.monotonic()
+        self._stamp = clock()
         self._lock = asyncio.Lock()
         self._normal_waiting = 0
         self._normal_idle = asyncio.Event()
@@ -155,14 +158,17 @@ class RateLimiter:
                 return
 
     async def _take(self) -> None:
-        now = time.monotonic()
-        self._tokens = min(self.burst, self._tokens + (now - self._stamp) * self.qps)
-        self._stamp = now
-        if self._tokens < 1:
-            await asyncio.sleep((1 - self._tokens) / self.qps)
-            self._tokens = 1.0
-            self._stamp = time.monotonic()
-        self._tokens -= 1
+        # Tokens are counted from the clock after every wait, so time the event loop took
+        # to wake us up is credited (setting the bucket to 1 after a sleep lost it: ~2 ms a
+        # request on a loaded machine, 10 % of a burst at 50 requests/s).
+        while True:
+            now = self._clock()
+            self._tokens = min(self.burst, self._tokens + (now - self._stamp) * self.qps)
+            self._stamp = now
+            if self._tokens >= 1:
+                self._tokens -= 1
+                return
+            await self._sleep((1 - self._tokens) / self.qps)
 
 
 def load_config(kubeconfig: Path | None = None, context: str | None = None) -> KubeConfig | SingleConfig:
