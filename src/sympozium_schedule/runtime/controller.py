@@ -158,6 +158,7 @@ class Controller:
             self._views.pop(key, None)
             self._wake_at.pop(key, None)
             self._retries.pop(key, None)
+            self._refusals.pop(key, None)
             self.events.forget(str((obj.get("metadata") or {}).get("uid")))
             return
         ref = (obj.get("spec") or {}).get("instanceRef")
