@@ -29,6 +29,7 @@ import signal
 import ssl
 import subprocess
 import tempfile
+import threading
 import time
 import urllib.error
 import urllib.request
@@ -70,8 +71,8 @@ AUDIT_POLICY = {
 
 
 def _die_with_parent() -> None:
-    """In the child: SIGKILL when the process that started it dies, however it dies (a test
-    run killed by a timeout must not leave an API server behind)."""
+    """In the child: SIGKILL when the thread that started it ends, however the process ends
+    (a test run killed by a timeout must not leave an API server behind)."""
     import ctypes
 
     ctypes.CDLL(None, use_errno=True).prctl(1, signal.SIGKILL)  # PR_SET_PDEATHSIG
@@ -330,6 +331,9 @@ class ControlPlane:
         return self._audit
 
     def _spawn(self, name: str, args: list[str]) -> subprocess.Popen[bytes]:
+        # The child dies with the thread that started it (PR_SET_PDEATHSIG): only the main
+        # thread lives as long as the test session.
+        assert threading.current_thread() is threading.main_thread(), f"start {name} from the main thread"
         log = (self.root / f"{name}.log").open("wb")
         self._logs.append(log)
         proc = subprocess.Popen(args, stdout=log, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL,
@@ -456,7 +460,8 @@ class ControlPlane:
     def garbage_collector(self, timeout: float = 60.0) -> None:
         """kube-controller-manager with only the garbage collector (started once, on demand,
         after the CRDs exist, so its first discovery finds them)."""
-        if "kube-controller-manager" in self._procs:
+        running = self._procs.get("kube-controller-manager")
+        if running is not None and running.poll() is None:
             return
         config = self.kubeconfig(self.root / "gc.kubeconfig", token=GC_TOKEN)
         self._spawn("kube-controller-manager", [

@@ -122,8 +122,8 @@ async def _kubernetes_open(tmp_path: Path, plane: ControlPlane | None = None) ->
             for plural in _PLURALS:
                 api.delete_all(plural, namespace=namespace)
 
+    plane.garbage_collector()  # cascading deletion is in the contract (main thread: it lives on)
     await asyncio.to_thread(empty)
-    await asyncio.to_thread(plane.garbage_collector)  # cascading deletion is in the contract
     kubeconfig = plane.kubeconfig(tmp_path / "kubeconfig", token=ADMIN_TOKEN)
     return _connect(plane, kubeconfig)
 
