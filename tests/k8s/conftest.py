@@ -1,8 +1,17 @@
-"""Kubernetes mode against the emulated API: the server on a port, the real
-``sympozium-schedule`` processes pointed at it by a kubeconfig, and a test's namespace.
+"""Kubernetes mode against a real kube-apiserver (tests/kube): the real
+``sympozium-schedule`` processes pointed at it by a kubeconfig, and a namespace per test.
 
-Each process authenticates with a token of its own, which the emulator records with every
-call: that is how a test counts what the controller (and not the test itself) asked for.
+Every process runs as the shipped ServiceAccount under the shipped RBAC (the install is
+applied to the cluster), so an RBAC gap fails a test. Where a test needs two processes told
+apart, the second runs as another ServiceAccount bound to the same shipped ClusterRole and
+Role. The API server's audit log records every request with its user: that is how a test
+counts what the controller (and not the test itself) asked for.
+
+A few faults a real server cannot be made to produce on cue (a write landing between the
+controller's decision and its status patch; 503s on status patches only) still run against
+the API emulator (tests/k8s/emulator.py), in test_emulated_faults.py; the ``emulated_*``
+fixtures here serve them.
+
 Nothing sleeps to wait for something to happen: :func:`wait_until` polls, with timeouts a
 loaded 2-core machine meets; a test only sleeps for a window in which nothing must happen.
 """
@@ -35,13 +44,15 @@ from sympozium_schedule.agents.schedule_task import result_path, schedule_task
 from sympozium_schedule.core.model import API_VERSION, parse_time
 from sympozium_schedule.runtime.bridge import Bridge, BridgeSettings
 from tests import support
-from tests.k8s.emulator import Api, ApiServer, Obj
+from tests.k8s.emulator import ApiServer
+from tests.kube.controlplane import INSTALL_NAMESPACE, SERVICE_ACCOUNT, Api, ApiError, ControlPlane, Obj
 from tests.support import free_port
 
 # Generous for a loaded 2-core machine; a passing test never waits anywhere near it.
 TIMEOUT = 20.0
 PROGRAM = str(Path(sys.executable).parent / "sympozium-schedule")
-LEASE_NAMESPACE = "sympozium-schedule"  # the install's namespace, where its Role grants the Lease
+LEASE_NAMESPACE = INSTALL_NAMESPACE  # where the Role grants the Lease, and the default since issue 8
+CONTROLLER = SERVICE_ACCOUNT  # the shipped ServiceAccount's name: the processes' default identity
 SCHEDULED_TIME = "sympozium.ai/scheduled-time"
 
 
@@ -59,17 +70,96 @@ class Probe:
     body: str
 
 
-class Process:
-    """A ``sympozium-schedule`` command against the emulator, logging JSON lines to a file."""
+class Cluster:
+    """The real API server, seen by the tests: identities for processes, and their calls."""
 
-    def __init__(self, server: ApiServer, directory: Path, user: str, args: list[str], port_flag: str):
+    def __init__(self, plane: ControlPlane):
+        self.plane = plane
+        self._tokens: dict[str, str] = {}
+
+    def user_name(self, user: str) -> str:
+        return f"system:serviceaccount:{INSTALL_NAMESPACE}:{user}"
+
+    def token(self, user: str, *, bind: bool = True) -> str:
+        """The shipped ServiceAccount's token, or another ServiceAccount's bound to the same
+        shipped ClusterRole and Role (to tell two replicas apart in the audit log); with
+        ``bind=False`` the ServiceAccount must exist and keeps whatever bindings it has."""
+        if user == SERVICE_ACCOUNT:
+            return self.plane.service_account_token()
+        if user not in self._tokens and not bind:
+            answer = self.plane.api().request(
+                "POST", f"/api/v1/namespaces/{INSTALL_NAMESPACE}/serviceaccounts/{user}/token",
+                {"apiVersion": "authentication.k8s.io/v1", "kind": "TokenRequest", "spec": {}})
+            self._tokens[user] = str(answer["status"]["token"])
+        if user not in self._tokens:
+            api = self.plane.api()
+            sa = f"/api/v1/namespaces/{INSTALL_NAMESPACE}/serviceaccounts"
+            subject = [{"kind": "ServiceAccount", "name": user, "namespace": INSTALL_NAMESPACE}]
+            rbac = "/apis/rbac.authorization.k8s.io/v1"
+            for path, obj in (
+                (sa, {"apiVersion": "v1", "kind": "ServiceAccount",
+                      "metadata": {"name": user, "namespace": INSTALL_NAMESPACE}}),
+                (f"{rbac}/clusterrolebindings", {
+                    "apiVersion": "rbac.authorization.k8s.io/v1", "kind": "ClusterRoleBinding",
+                    "metadata": {"name": f"test-{user}"}, "subjects": subject,
+                    "roleRef": {"apiGroup": "rbac.authorization.k8s.io", "kind": "ClusterRole",
+                                "name": SERVICE_ACCOUNT}}),
+                (f"{rbac}/namespaces/{INSTALL_NAMESPACE}/rolebindings", {
+                    "apiVersion": "rbac.authorization.k8s.io/v1", "kind": "RoleBinding",
+                    "metadata": {"name": f"test-{user}", "namespace": INSTALL_NAMESPACE},
+                    "subjects": subject,
+                    "roleRef": {"apiGroup": "rbac.authorization.k8s.io", "kind": "Role",
+                                "name": f"{SERVICE_ACCOUNT}-leader-election"}}),
+            ):
+                try:
+                    api.request("POST", path, obj)
+                except ApiError as exc:  # made by an earlier test of the session
+                    if exc.code != 409:
+                        raise
+            answer = api.request("POST", f"{sa}/{user}/token", {
+                "apiVersion": "authentication.k8s.io/v1", "kind": "TokenRequest",
+                "spec": {"expirationSeconds": 86400}})
+            self._tokens[user] = str(answer["status"]["token"])
+        return self._tokens[user]
+
+    def kubeconfig(self, path: Path, *, user: str) -> Path:
+        return self.plane.kubeconfig(path, token=self.token(user))
+
+    def calls(self, *, user: str | None = None, since: int = 0) -> list[Any]:
+        return self.plane.audit.calls(user=None if user is None else self.user_name(user), since=since)
+
+    def mark(self) -> int:
+        return self.plane.audit.mark()
+
+    def open_watches(self, user: str) -> int:
+        return self.plane.audit.open_watches(self.user_name(user))
+
+    def api(self) -> Api:
+        return self.plane.api()
+
+    def delete_lease(self) -> None:
+        self.api().delete("leases", LEASE_NAMESPACE_LEASE, namespace=LEASE_NAMESPACE)
+
+
+LEASE_NAMESPACE_LEASE = "sympozium-schedule"  # the Lease's name (manifests.generate.LEASE_NAME)
+Backend = Cluster | ApiServer
+
+
+class Process:
+    """A ``sympozium-schedule`` command against the API, logging JSON lines to a file."""
+
+    def __init__(self, server: Backend, directory: Path, user: str, args: list[str], port_flag: str,
+                 *, pod_name: bool = True):
         self.server = server
-        self.user = user  # also its identity (POD_NAME) for leader election
+        self.user = user  # its ServiceAccount, and (unless pod_name=False) its POD_NAME
         self.port = free_port()
         self.log_path = directory / f"{user}.log"
         kubeconfig = server.kubeconfig(directory / f"{user}.kubeconfig", user=user)
-        env = {k: v for k, v in os.environ.items() if k not in ("KUBECONFIG", "EVENT_BUS_URL")}
-        env |= {"POD_NAME": user, "PYTHONUNBUFFERED": "1"}
+        env = {k: v for k, v in os.environ.items()
+               if k not in ("KUBECONFIG", "EVENT_BUS_URL", "POD_NAME", "POD_NAMESPACE")}
+        env |= {"PYTHONUNBUFFERED": "1"}
+        if pod_name:
+            env["POD_NAME"] = user
         self.args = [PROGRAM, *args, port_flag, str(self.port), "--kubernetes",
                      "--kubeconfig", str(kubeconfig), "--log-format", "json"]
         with self.log_path.open("w") as log:
@@ -150,22 +240,24 @@ class Process:
 class Processes:
     """Starts processes for one test (or module) and ends every one of them at teardown."""
 
-    def __init__(self, server: ApiServer, directory: Path):
+    def __init__(self, server: Backend, directory: Path):
         self.server = server
         self.directory = directory
         self.started: list[Process] = []
 
-    def controller(self, user: str, *, leader_election: bool = False, ready: bool = True) -> Process:
-        """``run --kubernetes``: with leader election, the Lease is in LEASE_NAMESPACE."""
-        args = ["run"]
-        args += ["--lease-namespace", LEASE_NAMESPACE] if leader_election else ["--no-leader-election"]
-        return self._start(user, args, "--metrics-port", ready=ready)
+    def controller(self, user: str = CONTROLLER, *, leader_election: bool = False, ready: bool = True,
+                   pod_name: bool = True, args: tuple[str, ...] = ()) -> Process:
+        """``run --kubernetes``; with leader election, as the README runs it (no
+        --lease-namespace, no POD_NAMESPACE: the default must be where the Role grants it)."""
+        flags = ["run", *args] + ([] if leader_election else ["--no-leader-election"])
+        return self._start(user, flags, "--metrics-port", ready=ready, pod_name=pod_name)
 
     def router(self, user: str, nats_url: str, *extra: str) -> Process:
         return self._start(user, ["router", "--nats-url", nats_url, *extra], "--http-port", ready=True)
 
-    def _start(self, user: str, args: list[str], port_flag: str, *, ready: bool) -> Process:
-        process = Process(self.server, self.directory, user, args, port_flag)
+    def _start(self, user: str, args: list[str], port_flag: str, *, ready: bool,
+               pod_name: bool = True) -> Process:
+        process = Process(self.server, self.directory, user, args, port_flag, pod_name=pod_name)
         self.started.append(process)
         if ready:
             process.wait_ready()
@@ -199,10 +291,9 @@ def ticks(runs: list[Obj]) -> list[int]:
 
 
 class Space:
-    """One test's namespace in the emulated cluster: builders and reads, through the
-    test's own client (user ``test``)."""
+    """One test's namespace: builders and reads, through the test's own client (admin)."""
 
-    def __init__(self, server: ApiServer, api: Api, name: str):
+    def __init__(self, server: Backend, api: Any, name: str):
         self.server = server
         self.api = api
         self.name = name
@@ -372,21 +463,14 @@ class Agent:
 
 
 @pytest.fixture
-def server() -> Iterator[ApiServer]:
-    with ApiServer() as api_server:
-        yield api_server
+def cluster(cluster_plane: ControlPlane) -> Cluster:
+    """The session's real API server."""
+    return Cluster(cluster_plane)
 
 
 @pytest.fixture
-def kubeconfig(server: ApiServer, tmp_path: Path) -> Path:
-    """A kubeconfig for the test's API server: cluster http://127.0.0.1:<port>, a token
-    user ``test``, namespace ``default``."""
-    return server.kubeconfig(tmp_path / "kubeconfig", user="test")
-
-
-@pytest.fixture
-def processes(server: ApiServer, tmp_path: Path) -> Iterator[Processes]:
-    started = Processes(server, tmp_path)
+def processes(cluster: Cluster, tmp_path: Path) -> Iterator[Processes]:
+    started = Processes(cluster, tmp_path)
     try:
         yield started
     finally:
@@ -394,12 +478,33 @@ def processes(server: ApiServer, tmp_path: Path) -> Iterator[Processes]:
 
 
 @pytest.fixture
-def space(server: ApiServer, request: pytest.FixtureRequest) -> Iterator[Space]:
-    api = server.api()
+def space(cluster: Cluster, request: pytest.FixtureRequest) -> Iterator[Space]:
+    """A fresh namespace; its schedules are deleted afterwards (their runs go with them)."""
+    name = namespace_for(request.node.name)
+    cluster.api().namespace(name)
+    space = Space(cluster, cluster.api(), name)
     try:
-        yield Space(server, api, namespace_for(request.node.name))
+        yield space
     finally:
-        api.close()
+        space.delete_schedules()
+
+
+# --- the emulator, for the faults a real server cannot produce on cue ---------------------------
+
+
+@pytest.fixture
+def emulated() -> Iterator[ApiServer]:
+    with ApiServer() as api_server:
+        yield api_server
+
+
+@pytest.fixture
+def emulated_processes(emulated: ApiServer, tmp_path: Path) -> Iterator[Processes]:
+    started = Processes(emulated, tmp_path)
+    try:
+        yield started
+    finally:
+        started.close()
 
 
 @pytest.fixture

@@ -1,19 +1,18 @@
-"""The real controller process (``sympozium-schedule run --kubernetes``) against the emulated
-API: what it creates, what it writes where, how it survives watch faults, what it costs in
-API calls, and two replicas with and without leader election.
+"""The real controller process (``sympozium-schedule run --kubernetes``, as the shipped
+ServiceAccount under the shipped RBAC) against a real kube-apiserver: what it creates, what it
+writes where, how it survives watches the server ends and a 410 Gone, what it costs in API
+requests, how it reports what it may not do, and a second replica without leader election
+(leader election: test_leader.py).
 
-Most tests share one controller (``cluster``, one per module: a start-up is a second of CPU)
+The tests share one controller (``cluster``, one per module: a start-up is a second of CPU)
 and each gets a namespace of its own, so the controller is idle again after each; a second
-replica joins it where a test needs one (``extra``). Only the fail-over test, whose leader
-must be the one killed, has an API server and both replicas of its own.
-
-Two tests here fail on purpose: they expose bugs in src/ (see their docstrings).
+replica joins it where a test needs one (``extra``).
 """
 
 from __future__ import annotations
 
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
@@ -22,9 +21,10 @@ from typing import Any
 import pytest
 
 from sympozium_schedule.core.model import API_VERSION, parse_time
+from sympozium_schedule.manifests import generate
 from tests.k8s.conftest import (
-    LEASE_NAMESPACE,
     TIMEOUT,
+    Cluster,
     Process,
     Processes,
     Space,
@@ -32,38 +32,33 @@ from tests.k8s.conftest import (
     namespace_for,
     scheduled_time,
     ticks,
-    wait_until,
     without_nulls,
 )
-from tests.k8s.emulator import ApiServer, Call, Obj, api_error
+from tests.kube.controlplane import MIN_REQUEST_TIMEOUT, Call, ControlPlane, Obj
 
 AGENT_RUNS_CRD = "sympozium.ai_agentruns.yaml"
 SCHEDULES_CRD = "sympozium.ai_sympoziumschedules.yaml"
-SCHEDULES = "sympozium.ai/v1alpha1/sympoziumschedules"
-# What run_kubernetes gives LeaseElector (client-go's defaults): a standby takes over once
-# the Lease has gone unrenewed this long, checking every RETRY_PERIOD.
-LEASE_DURATION, RETRY_PERIOD = 15.0, 2.0
-QUIET = 2.5  # a window in which an idle controller must not call the API at all
+QUIET = 2.5  # a window in which an idle controller must not read or write anything
 
 
 @dataclass
-class Cluster:
-    server: ApiServer
+class Shared:
+    server: Cluster
     controller: Process
 
 
 @pytest.fixture(scope="module")
-def cluster(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Cluster]:
-    with ApiServer() as server:
-        processes = Processes(server, tmp_path_factory.mktemp("controller"))
-        try:
-            yield Cluster(server, processes.controller("controller"))
-        finally:
-            processes.close()
+def cluster(cluster_plane: ControlPlane, tmp_path_factory: pytest.TempPathFactory) -> Iterator[Shared]:
+    server = Cluster(cluster_plane)
+    processes = Processes(server, tmp_path_factory.mktemp("controller"))
+    try:
+        yield Shared(server, processes.controller())
+    finally:
+        processes.close()
 
 
 @pytest.fixture
-def extra(cluster: Cluster, tmp_path: Path) -> Iterator[Processes]:
+def extra(cluster: Shared, tmp_path: Path) -> Iterator[Processes]:
     """More processes on the shared cluster, for one test."""
     processes = Processes(cluster.server, tmp_path)
     try:
@@ -73,17 +68,17 @@ def extra(cluster: Cluster, tmp_path: Path) -> Iterator[Processes]:
 
 
 @pytest.fixture
-def ns(cluster: Cluster, request: pytest.FixtureRequest) -> Iterator[Space]:
-    """A namespace of the shared cluster; its schedules are deleted afterwards, so the next
-    test finds the controller idle."""
-    api = cluster.server.api()
-    space = Space(cluster.server, api, namespace_for(request.node.name))
+def ns(cluster: Shared, request: pytest.FixtureRequest) -> Iterator[Space]:
+    """A fresh namespace; its schedules are deleted afterwards, so the next test finds the
+    controller idle. (``cluster`` here is this module's: the API server and one controller.)"""
+    name = namespace_for(request.node.name)
+    cluster.server.api().namespace(name)
+    space = Space(cluster.server, cluster.server.api(), name)
     try:
         yield space
         assert cluster.controller.alive, cluster.controller.log_tail()
     finally:
         space.delete_schedules()
-        api.close()
 
 
 def calls_in(process: Process, space: Space, resource: str | None = None, verb: str | None = None,
@@ -109,7 +104,7 @@ def ref(space: Space, name: str) -> dict[str, str]:
 
 
 def test_a_schedule_fires_runs_that_sympoziums_crd_accepts_with_the_memory_in_front(
-        cluster: Cluster, ns: Space) -> None:
+        cluster: Shared, ns: Space) -> None:
     ns.instance("alice", memory="Prefers short answers.")
     schedule = ns.schedule("hb", "@every 1s", concurrencyPolicy="Allow", type="heartbeat")
     runs = ns.wait_runs("hb", 2)
@@ -137,7 +132,7 @@ def test_a_schedule_fires_runs_that_sympoziums_crd_accepts_with_the_memory_in_fr
             "a run with the edited memory")
 
 
-def test_status_is_written_through_the_status_subresource_only(cluster: Cluster, ns: Space) -> None:
+def test_status_is_written_through_the_status_subresource_only(cluster: Shared, ns: Space) -> None:
     ns.instance()
     schedule = ns.schedule("hb", "@every 1s", concurrencyPolicy="Allow")
     status = ns.wait(lambda: (s := ns.status("hb")).get("totalRuns", 0) >= 2 and s, "two fires in the status")
@@ -161,7 +156,7 @@ def test_status_is_written_through_the_status_subresource_only(cluster: Cluster,
     assert [c for c in calls if c.resource == "sympoziumschedules" and c.write] == []
 
 
-def test_metrics_and_probes(cluster: Cluster, ns: Space) -> None:
+def test_metrics_and_probes(cluster: Shared, ns: Space) -> None:
     ctl = cluster.controller
     fired = ctl.metric("sympozium_schedule_fires_total", trigger="schedule")
     lagged = ctl.metric("sympozium_schedule_fire_lag_seconds_count")
@@ -181,7 +176,7 @@ def test_metrics_and_probes(cluster: Cluster, ns: Space) -> None:
 # --- concurrency policies ------------------------------------------------------------------------
 
 
-def test_forbid_skips_ticks_while_its_run_is_unfinished(cluster: Cluster, ns: Space) -> None:
+def test_forbid_skips_ticks_while_its_run_is_unfinished(cluster: Shared, ns: Space) -> None:
     ns.instance()
     ns.schedule("hb", "@every 1s")  # Forbid is the default
     (first,) = ns.wait_runs("hb", 1)
@@ -221,7 +216,7 @@ def test_allow_starts_runs_beside_unfinished_ones(ns: Space) -> None:
     assert consecutive(ticks(ns.runs("hb")))
 
 
-def test_replace_deletes_the_unfinished_run_for_the_new_one(cluster: Cluster, ns: Space) -> None:
+def test_replace_deletes_the_unfinished_run_for_the_new_one(cluster: Shared, ns: Space) -> None:
     ns.instance()
     ns.schedule("hb", "@every 1s", concurrencyPolicy="Replace")
     ns.wait(lambda: ns.status("hb").get("totalRuns", 0) >= 3, "three fires")
@@ -297,7 +292,7 @@ def test_a_broken_schedule_is_an_error_that_clears_once_fixed(
     assert run["spec"]["instanceRef"] == spec.get("instance", "alice")
 
 
-def test_history_limits_delete_the_oldest_finished_runs(cluster: Cluster, ns: Space) -> None:
+def test_history_limits_delete_the_oldest_finished_runs(cluster: Shared, ns: Space) -> None:
     ns.instance()
     ns.schedule("hb", "@every 1s", concurrencyPolicy="Allow", successfulRunsHistoryLimit=1,
                 failedRunsHistoryLimit=1)
@@ -311,10 +306,6 @@ def test_history_limits_delete_the_oldest_finished_runs(cluster: Cluster, ns: Sp
 
 
 # --- faults --------------------------------------------------------------------------------------
-
-
-def status_patches_in(ns: Space, user: str) -> Callable[[Call], bool]:
-    return lambda c: (c.user, c.namespace, c.resource) == (user, ns.name, "sympoziumschedules/status")
 
 
 def created_once(process: Process, ns: Space) -> list[str]:
@@ -339,85 +330,49 @@ def snapshot(ns: Space, name: str) -> tuple[dict[str, Any], list[Obj]]:
     return found
 
 
-def test_a_conflicting_write_before_the_status_write_neither_doubles_nor_loses_a_run(
-        cluster: Cluster, ns: Space) -> None:
-    """Someone writes the schedule between the controller's decision and its status write:
-    the conditional patch gets 409 Conflict, and the controller reads the schedule again and
-    records the run it already created (no second run, the count right)."""
-    ctl = cluster.controller
-    ns.instance()
-    ns.schedule("hb", "@every 1s", concurrencyPolicy="Allow")
-    ns.wait(lambda: ns.status("hb").get("totalRuns", 0) >= 1, "the first fire")
-    edit = {"metadata": {"labels": {"edited-by": "someone"}}}
-    fault = cluster.server.inject(  # someone writes the schedule between the decision and its status
-        status_patches_in(ns, ctl.user), api_error(409, "Conflict", "the object has been modified"),
-        before=lambda emu: emu.write(SCHEDULES, ns.name, "hb", edit))
-    ns.wait(lambda: fault.hits, "the conflict")
-    ns.wait_runs("hb", len(ns.runs("hb")) + 1)
-    status, runs = snapshot(ns, "hb")
-    assert consecutive(ticks(runs))
-    assert status["totalRuns"] == len(runs)
-    assert {r["metadata"]["name"] for r in runs} <= set(created_once(ctl, ns))
-    assert calls_in(ctl, ns, "sympoziumschedules", "get"), "a conflict is resolved by reading again"
-    assert ns.get("hb")["metadata"]["labels"] == {"edited-by": "someone"}
+# --- watches the server ends -----------------------------------------------------------------------
 
 
-def test_runs_created_while_status_writes_fail_are_all_counted(cluster: Cluster, ns: Space) -> None:
-    """Status writes failing for longer than the interval (503 on /status for 2.2 s, while
-    creates succeed): every run created meanwhile must be counted once the status can be
-    written again, as the core counts a run whose status write was lost ("Count it; never
-    create a second one")."""
-    ctl = cluster.controller
-    ns.instance()
-    ns.schedule("hb", "@every 1s", concurrencyPolicy="Allow")
-    ns.wait(lambda: ns.status("hb").get("totalRuns", 0) >= 1, "the first fire")
-    outage = cluster.server.inject(status_patches_in(ns, ctl.user),
-                                   api_error(503, "ServiceUnavailable", "etcd is unavailable"), seconds=2.2)
-    ns.wait(lambda: outage.hits and time.monotonic() > (outage.until or 0), "the end of the outage")
-    status, runs = snapshot(ns, "hb")
-    assert {r["metadata"]["name"] for r in runs} <= set(created_once(ctl, ns))
-    assert status["totalRuns"] == len(runs), (
-        f"status.totalRuns is {status['totalRuns']} but the schedule has {len(runs)} runs: "
-        f"{[r['metadata']['name'] for r in runs]}")
-
-
-# --- watch faults --------------------------------------------------------------------------------
-
-
-def test_broken_and_expired_watches_lose_no_fire_and_double_none(cluster: Cluster, ns: Space) -> None:
+def test_watches_the_server_ends_and_a_410_gone_lose_no_fire_and_double_none(
+        cluster: Shared, ns: Space) -> None:
+    """The API server ends every watch after --min-request-timeout (10-20 s here, 30-60 min in
+    clusters): each informer re-opens it from the last version it saw. Compacting etcd makes
+    the ConfigMap watch (served without the watch cache) answer its re-open with 410 Gone: that
+    informer relists. Fires go on throughout, none lost, none doubled."""
     server, ctl = cluster.server, cluster.controller
-    ns.instance()
+    ns.instance("alice", memory="Before.")
     ns.schedule("hb", "@every 1s", concurrencyPolicy="Allow")
     ns.wait_runs("hb", 1)
-
-    def watching() -> bool:
-        return server.open_watches(ctl.user) == 4
-
     mark = server.mark()
-    assert server.break_watches() == 4  # clean ends: lightkube watches again where it stopped
-    ns.wait_runs("hb", 2)
-    ns.wait(watching, "the four informers watching again")
-    server.compact()
-    server.break_watches()  # resuming is refused (410 Gone): the informers relist
-    ns.wait_runs("hb", 3)
-    ns.wait(watching, "the four informers watching again")
-    assert server.break_watches(gone=True) == 4  # a 410 Gone in the open streams
-    ns.wait_runs("hb", 5)
-    ns.wait(watching, "the four informers watching again")
+    server.plane.compact()
 
+    def reopened() -> bool:
+        since = ctl.calls(since=mark)
+        watched = {c.resource for c in since if c.verb == "watch"}
+        return watched >= {"sympoziumschedules", "agentruns", "sympoziuminstances", "configmaps"} and any(
+            (c.verb, c.resource) == ("list", "configmaps") for c in since)
+
+    ns.wait(reopened, "every watch re-opened and the ConfigMaps relisted after the 410",
+            timeout=2 * MIN_REQUEST_TIMEOUT + TIMEOUT)
+    # The relisted ConfigMap informer is current: an edit shows in the next run.
+    ns.api.patch("configmaps", "alice-memory", {"data": {"MEMORY.md": "After."}}, namespace=ns.name)
+    ns.wait(lambda: ns.runs("hb")[-1]["spec"]["task"].startswith("## Memory Context\nAfter."),
+            "a run with the edited memory")
     status, runs = snapshot(ns, "hb")
     seconds = ticks(runs)
     assert consecutive(seconds), f"a tick missed or doubled: {seconds}"
     assert status["totalRuns"] == len(runs)
-    since = ctl.calls(since=mark)
-    assert len([c for c in since if c.verb == "list"]) >= 4, "the 410s made the informers relist"
-    assert len([c for c in since if c.verb == "watch"]) >= 12
+    lists = [c.resource for c in ctl.calls(since=mark) if c.verb == "list"]
+    assert "sympoziumschedules" not in lists, "the cached watches resumed without a relist"
+    assert ctl.alive, ctl.log_tail()
 
 
 # --- what it costs -------------------------------------------------------------------------------
 
 
-def test_an_idle_controller_does_not_call_the_api(cluster: Cluster, ns: Space) -> None:
+def test_an_idle_controller_only_keeps_its_watches_open(cluster: Shared, ns: Space) -> None:
+    """Nothing due: no reads, no writes; the only requests are watches the server ended being
+    re-opened (without leader election: see test_leader.py for the Lease's cost)."""
     ns.instance()
     ns.schedule("hb", "@every 1h")
     ns.wait_runs("hb", 1)
@@ -425,18 +380,18 @@ def test_an_idle_controller_does_not_call_the_api(cluster: Cluster, ns: Space) -
     ns.wait(lambda: ns.events("hb", reason="RunCreated"), "the fire's event")
     mark = cluster.server.mark()
     time.sleep(QUIET)
-    assert cluster.controller.calls(since=mark) == []
+    assert [c for c in cluster.controller.calls(since=mark) if c.verb != "watch"] == []
     assert cluster.server.open_watches(cluster.controller.user) == 4, "only its four watches stay open"
 
 
-def test_a_fire_costs_one_create_and_one_status_patch(cluster: Cluster, ns: Space) -> None:
+def test_a_fire_costs_one_create_and_one_status_patch_plus_its_event(cluster: Shared, ns: Space) -> None:
     ns.instance()
     ns.schedule("hb", "@every 1s", concurrencyPolicy="Allow")
     ns.wait(lambda: ns.status("hb").get("totalRuns", 0) >= 1, "the first fire")
     mark = cluster.server.mark()
     fired = ns.status("hb")["totalRuns"]
     ns.wait(lambda: ns.status("hb").get("totalRuns", 0) >= fired + 2, "two more fires")
-    calls = cluster.controller.calls(since=mark)
+    calls = [c for c in cluster.controller.calls(since=mark) if c.verb != "watch"]
     assert {c.namespace for c in calls} == {ns.name}
     assert [c for c in calls if not c.write] == [], "a fire reads nothing from the API"
     writes = [(c.resource, c.verb) for c in calls if c.resource != "events"]
@@ -453,98 +408,23 @@ def test_a_fire_costs_one_create_and_one_status_patch(cluster: Cluster, ns: Spac
     assert fires - 1 <= len(events) <= fires + 2, "one RunCreated Event per fire, written off the fire path"
 
 
+def test_every_request_names_sympozium_schedule_and_is_allowed(cluster: Shared, ns: Space) -> None:
+    """The User-Agent lets a cluster's audit log attribute the controller's requests; under
+    the shipped RBAC none of them is refused."""
+    ns.instance()
+    ns.schedule("hb", "@every 1s", concurrencyPolicy="Replace")
+    ns.wait(lambda: ns.status("hb").get("totalRuns", 0) >= 2, "two fires")
+    calls = cluster.controller.calls()
+    assert calls
+    assert {c.user_agent for c in calls} == {f"sympozium-schedule/{generate.project_version()} (controller)"}
+    assert [c for c in calls if c.decision != "allow" or c.code == 403] == []
+
+
 # --- two replicas ------------------------------------------------------------------------------
 
 
-def standing_by(server: ApiServer, replica: Process) -> None:
-    """Wait for a standby to be up (informers watching, the Lease looked at), by the API's
-    record rather than its /readyz: see test_a_standby_replica_is_ready."""
-    wait_until(lambda: server.open_watches(replica.user) == 4
-               and any(c.resource == "leases" for c in replica.calls()),
-               timeout=TIMEOUT, what=f"{replica} to stand by")
-    assert replica.alive, replica.log_tail()
-
-
-def test_a_standby_replica_is_ready(cluster: Cluster, extra: Processes) -> None:
-    """A replica that finds the Lease held must still pass its readiness probe (run_kubernetes
-    says so: "a standby counts as ready while it can reach the API"), or the Deployment's
-    rollout never completes and its PodDisruptionBudget (maxUnavailable: 1) blocks every
-    drain of the leader's node."""
-    api = cluster.server.api()
-    try:
-        api.create({"apiVersion": "coordination.k8s.io/v1", "kind": "Lease",
-                    "metadata": {"name": "sympozium-schedule", "namespace": LEASE_NAMESPACE},
-                    "spec": {"holderIdentity": "the-leader", "leaseDurationSeconds": 3600,
-                             "acquireTime": now_micro(), "renewTime": now_micro()}})
-        standby = extra.controller("standby", leader_election=True, ready=False)
-        standing_by(cluster.server, standby)
-        deadline = time.monotonic() + 1.0  # its lease round is done: /readyz has what it needs
-        probe = standby.get("/readyz")
-        while probe.status != 200 and time.monotonic() < deadline:
-            time.sleep(0.1)
-            probe = standby.get("/readyz")
-        assert standby.get("/leaderz").status == 503
-        assert standby.get("/healthz").status == 200
-        assert probe.status == 200, f"the standby's /readyz says {probe.status} {probe.body.strip()!r}"
-    finally:
-        extra.close()  # before the Lease goes: it must not lead the shared cluster
-        api.delete("leases", "sympozium-schedule", namespace=LEASE_NAMESPACE)
-        api.close()
-
-
-def test_with_leader_election_one_replica_fires_and_the_other_takes_over_when_it_dies(
-        server: ApiServer, processes: Processes, space: Space) -> None:
-    a = processes.controller("replica-a", leader_election=True)
-    space.wait(lambda: a.get("/leaderz").status == 200, "replica-a to lead")
-    mark = server.mark()
-    b = processes.controller("replica-b", leader_election=True, ready=False)
-    # While nothing is scheduled the leader only renews its Lease.
-    space.wait(lambda: ("leases", "update") in [(c.resource, c.verb) for c in a.calls(since=mark)],
-               "a Lease renewal", timeout=RETRY_PERIOD + TIMEOUT)
-    standing_by(server, b)
-    assert {(c.resource, c.verb, c.namespace) for c in a.calls(since=mark)} <= {
-        ("leases", "get", LEASE_NAMESPACE), ("leases", "update", LEASE_NAMESPACE)}
-    assert b.get("/leaderz").status == 503, "a standby does not lead"
-    standby_from = server.mark()
-
-    space.instance()
-    space.schedule("hb", "@every 1s", concurrencyPolicy="Allow")
-    before = space.wait_runs("hb", 1)
-    # Killed just before its next renewal, the Lease expires soonest: a shorter test (the
-    # bound below holds wherever the kill falls).
-    renewed = max(c.at for c in a.calls() if (c.resource, c.verb) == ("leases", "update"))
-    time.sleep(max(0.0, renewed + RETRY_PERIOD - 0.3 - time.monotonic()))
-    a.kill()
-    killed_at = time.monotonic()
-    space.wait(lambda: b.get("/leaderz").status == 200, "replica-b to take over",
-               timeout=LEASE_DURATION + RETRY_PERIOD + TIMEOUT)
-    took = time.monotonic() - killed_at
-    # The Lease was last renewed at most RETRY_PERIOD before the kill; the standby looks
-    # every RETRY_PERIOD: it leads within LEASE_DURATION + RETRY_PERIOD, plus load.
-    assert took <= LEASE_DURATION + RETRY_PERIOD + 3.0, f"took {took:.1f}s"
-    after = space.wait_runs("hb", len(before) + 1)
-
-    calls_b = b.calls(since=standby_from)
-    became = next(i for i, c in enumerate(calls_b) if (c.resource, c.verb) == ("leases", "update"))
-    assert {(c.resource, c.verb) for c in calls_b[:became]} == {("leases", "get")}, "a standby only watches"
-    creates = [c for c in server.calls() if (c.resource, c.verb) == ("agentruns", "create")]
-    assert {c.code for c in creates} == {201}, "no replica ever tried a tick the other had fired"
-    assert {c.user for c in creates if c.body["metadata"]["name"] in
-            {r["metadata"]["name"] for r in before}} <= {"replica-a"}
-    seconds = ticks(after)
-    assert len(set(seconds)) == len(seconds)
-    lease = space.api.get("leases", "sympozium-schedule", namespace=LEASE_NAMESPACE)
-    assert lease is not None
-    assert lease["spec"]["holderIdentity"] == "replica-b"
-    assert lease["spec"]["leaseTransitions"] == 1
-    assert b.stop() == 0, b.log_tail()  # SIGTERM: the leader gives the Lease back for the next one
-    released = space.api.get("leases", "sympozium-schedule", namespace=LEASE_NAMESPACE)
-    assert released is not None
-    assert released["spec"]["holderIdentity"] == ""
-
-
 def test_without_leader_election_two_replicas_still_create_each_run_once(
-        cluster: Cluster, extra: Processes, ns: Space) -> None:
+        cluster: Shared, extra: Processes, ns: Space) -> None:
     """A second controller without leader election beside the shared one: the run names
     from the tick keep every tick to one run, and the status counts each once."""
     second = extra.controller("replica-b")
@@ -562,3 +442,44 @@ def test_without_leader_election_two_replicas_still_create_each_run_once(
     created = [c.body["metadata"]["name"] for c in creates if c.code in (201, None)]
     assert len(created) == len(set(created))
     assert {r["metadata"]["name"] for r in runs} <= set(created)
+
+
+# --- what the API server refuses for good --------------------------------------------------------
+
+
+def test_a_forbidden_create_is_reported_once_and_each_tick_tries_once(cluster: Shared, ns: Space) -> None:
+    """A quota that allows no AgentRun: every create is 403 Forbidden, which retrying cannot
+    fix. Each tick is reported as skipped (TickSkipped, reason RunForbidden) and tried once,
+    with one Warning Event while the cause persists (it used to be retried as a temporary
+    error, on a fast back-off, forever); once the quota goes, the next tick fires."""
+    quota = f"/api/v1/namespaces/{ns.name}/resourcequotas"
+    hard = {"count/agentruns.sympozium.ai": "0"}
+    ns.api.request("POST", quota, {"apiVersion": "v1", "kind": "ResourceQuota",
+                                   "metadata": {"name": "no-runs"}, "spec": {"hard": hard}})
+    # No quota controller runs here: the status it would write is written by hand.
+    ns.api.request("PATCH", f"{quota}/no-runs/status", {"status": {"hard": hard, "used": {
+        "count/agentruns.sympozium.ai": "0"}}}, content_type="application/merge-patch+json")
+    ns.instance()
+    ns.schedule("hb", "@every 1s", concurrencyPolicy="Allow")
+    condition = ns.wait(lambda: (c := ns.condition("hb", "TickSkipped")) and c["reason"] == "RunForbidden"
+                        and c, "the TickSkipped condition")
+    assert "forbidden" in condition["message"]
+    assert "exceeded quota" in condition["message"]
+    ctl = cluster.controller
+    mark = cluster.server.mark()
+    started = time.monotonic()
+    time.sleep(3.5)  # three or four ticks, each refused
+    window = time.monotonic() - started
+    creates = [c for c in ctl.calls(since=mark) if (c.resource, c.verb) == ("agentruns", "create")]
+    assert {c.code for c in creates} == {403}
+    assert 2 <= len(creates) <= window + 2, f"{len(creates)} creates in {window:.1f}s: one a tick"
+    warnings = ns.events("hb", reason="RunForbidden")
+    assert len(warnings) == 1, [e["message"] for e in warnings]
+    assert warnings[0]["type"] == "Warning"
+    assert ns.runs("hb") == []
+    assert ctl.alive, ctl.log_tail()
+
+    ns.api.request("DELETE", f"{quota}/no-runs")
+    ns.wait_runs("hb", 1)
+    ns.wait(lambda: (c := ns.condition("hb", "TickSkipped")) and c["status"] == "False",
+            "the condition to clear")

@@ -655,7 +655,9 @@ async def test_every_request_is_recorded_with_its_rbac_verb_and_caller(env: Env)
 
 
 def test_the_threaded_server_serves_another_process_through_a_kubeconfig(
-        server: ApiServer, kubeconfig: Path) -> None:
+        emulated: ApiServer, tmp_path: Path) -> None:
+    server = emulated
+    kubeconfig = server.kubeconfig(tmp_path / "kubeconfig", user="test")
     api = server.api(user="setup")
     try:
         api.create({"apiVersion": "sympozium.ai/v1alpha1", "kind": "SympoziumInstance",

@@ -1,6 +1,7 @@
 """The Schedule Router in Kubernetes mode (``sympozium-schedule router --kubernetes``): an
 agent's requests, written by the schedule_task tool and published by the IPC bridge over a
-real NATS server, applied to the emulated API and answered in the agent's folder."""
+real NATS server, applied to the real kube-apiserver (as a ServiceAccount bound to the shipped
+roles) and answered in the agent's folder."""
 
 from __future__ import annotations
 
@@ -9,19 +10,21 @@ from pathlib import Path
 
 from sympozium_schedule.agents.schedule_task import result_path
 from sympozium_schedule.core.model import API_VERSION
-from tests.k8s.conftest import Agent, Processes
-from tests.k8s.emulator import ApiServer
+from sympozium_schedule.manifests import generate
+from tests.k8s.conftest import Agent, Cluster, Processes, namespace_for
 
-NS = "agents"
 RESULT_KEYS = {"requestId", "requestFile", "status", "message", "schedule"}
 
 
 async def test_the_router_applies_an_agents_requests_to_the_api_and_answers_them(
-        server: ApiServer, processes: Processes, nats_url: str, tmp_path: Path) -> None:
-    api = server.api()
+        cluster: Cluster, processes: Processes, nats_url: str, tmp_path: Path) -> None:
+    NS = namespace_for("agents")
+    api = cluster.api()
+    api.namespace(NS)
     api.create({"apiVersion": API_VERSION, "kind": "SympoziumInstance",
                 "metadata": {"name": "alice", "namespace": NS},
                 "spec": {"agents": {"default": {"model": "gpt-4o"}}}})
+    mark = cluster.mark()  # the router's ServiceAccount may have served an earlier test
     router = processes.router("router", nats_url)
     agent = await Agent.start(tmp_path / "runs", nats_url=nats_url, instance="alice", namespace=NS)
     try:
@@ -31,7 +34,9 @@ async def test_the_router_applies_an_agents_requests_to_the_api_and_answers_them
         on_disk = json.loads(result_path(agent.ipc / "schedules" / created["requestFile"]).read_text())
         assert on_disk == created
         assert set(created) == RESULT_KEYS
-        assert created["requestId"] == f"{NS}/agent-run-1/{Path(created['requestFile']).stem}"
+        # A request id is unique per request; the archived file carries it.
+        sent = agent.ipc / "schedules" / ".sent" / f"{created['requestId']}~{created['requestFile']}"
+        assert sent.exists()
         assert created["schedule"]["name"] == "alice-followup"
         stored = api.get("sympoziumschedules", "alice-followup", namespace=NS)
         assert stored is not None
@@ -64,7 +69,9 @@ async def test_the_router_applies_an_agents_requests_to_the_api_and_answers_them
     finally:
         await agent.stop()
         api.close()
-    writes = [(c.resource, c.verb, c.namespace, c.code) for c in router.calls() if c.write]
+    writes = [(c.resource, c.verb, c.namespace, c.code) for c in router.calls(since=mark) if c.write]
+    assert {c.user_agent for c in router.calls(since=mark)} == {
+        f"sympozium-schedule/{generate.project_version()} (router)"}
     assert writes == [("sympoziumschedules", "create", NS, 201), ("sympoziumschedules", "update", NS, 200),
                       ("sympoziumschedules", "update", NS, 200), ("sympoziumschedules", "delete", NS, 200)]
     assert router.get("/metrics").status == 200

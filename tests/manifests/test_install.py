@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import json
 import shutil
+import socket
 import subprocess
 import tomllib
 from pathlib import Path
@@ -113,7 +114,7 @@ def test_crds_come_first_and_the_namespace_before_what_lives_in_it() -> None:
     assert kinds[:4] == ["CustomResourceDefinition"] * 3 + ["Namespace"]
 
 
-def test_standalone_adds_sympoziums_crds_unchanged() -> None:
+def test_standalone_adds_sympoziums_crds_unchanged_but_for_the_category() -> None:
     crds = {d["metadata"]["name"]: d for d in _rendered(standalone=True)
             if d["kind"] == "CustomResourceDefinition"}
     assert set(crds) == {"sympoziumschedules.sympozium.ai", "agentruns.sympozium.ai",
@@ -121,6 +122,8 @@ def test_standalone_adds_sympoziums_crds_unchanged() -> None:
     assert crds["sympoziumschedules.sympozium.ai"] == generate.crd()
     for filename in generate.SYMPOZIUM_CRD_FILES:
         crd = manifests.load_crd(filename)
+        assert "categories" not in crd["spec"]["names"], "Sympozium's own CRD has none"
+        crd["spec"]["names"]["categories"] = ["sympozium"]
         assert crds[crd["metadata"]["name"]] == crd
 
 
@@ -178,7 +181,7 @@ def test_rbac_rules_are_well_formed(rules: list[dict[str, Any]]) -> None:
             plural, _, sub = resource.partition("/")
             assert plural == plural.lower()
             assert plural.endswith("s")
-            assert sub in ("", "status")
+            assert sub in ("", "status", "finalizers")
         if "resourceNames" in rule:
             # A create, list or watch names no object: resourceNames would never match it.
             assert not set(rule["verbs"]) & {"create", "list", "watch", "deletecollection"}
@@ -190,7 +193,9 @@ def test_the_cluster_role_grants_exactly_what_the_code_uses() -> None:
     expected = {
         ("sympozium.ai", "sympoziumschedules", v) for v in
         ("get", "list", "watch", "create", "update", "delete")
-    } | {("sympozium.ai", "sympoziumschedules/status", "patch")} | {
+    } | {("sympozium.ai", "sympoziumschedules/status", "patch"),
+         # blockOwnerDeletion on the runs' owner references (OwnerReferencesPermissionEnforcement)
+         ("sympozium.ai", "sympoziumschedules/finalizers", "update")} | {
         ("sympozium.ai", "agentruns", v) for v in ("get", "list", "watch", "create", "delete")
     } | {
         ("sympozium.ai", "sympoziuminstances", v) for v in ("get", "list", "watch")
@@ -310,7 +315,31 @@ def test_the_pod_identity_comes_from_the_downward_api(monkeypatch: pytest.Monkey
     monkeypatch.setenv("POD_NAMESPACE", "ns-from-env")
     monkeypatch.setenv("POD_NAME", "pod-from-env")
     settings = KubernetesSettings()
-    assert (settings.lease_namespace, settings.identity) == ("ns-from-env", "pod-from-env")
+    assert settings.lease_namespace == "ns-from-env"
+    name, _, suffix = settings.identity.partition("_")
+    assert (name, len(suffix)) == ("pod-from-env", 36), settings.identity
+
+
+def test_each_process_has_its_own_leader_identity(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Two processes on one host (no POD_NAME) must not share an identity, or both lead."""
+    monkeypatch.delenv("POD_NAME", raising=False)
+    first, second = KubernetesSettings().identity, KubernetesSettings().identity
+    assert first != second
+    assert first.startswith(socket.gethostname() + "_")
+
+
+def test_the_lease_namespace_defaults_to_the_pods_then_the_installs(
+        monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
+    """Never ``default``, where the shipped Role grants nothing (issue 8, defect 3)."""
+    from sympozium_schedule.runtime import app
+
+    monkeypatch.delenv("POD_NAMESPACE", raising=False)
+    monkeypatch.setattr(app, "IN_CLUSTER_NAMESPACE_FILE", tmp_path / "absent")
+    assert KubernetesSettings().lease_namespace == generate.NAMESPACE == app.INSTALL_NAMESPACE
+    mounted = tmp_path / "namespace"
+    mounted.write_text("team-a\n")
+    monkeypatch.setattr(app, "IN_CLUSTER_NAMESPACE_FILE", mounted)
+    assert KubernetesSettings().lease_namespace == "team-a"
 
 
 def test_the_event_bus_url_is_optional() -> None:

@@ -28,7 +28,7 @@ from sympozium_schedule.adapters.sqlite.store import SQLiteStore
 from sympozium_schedule.core.model import API_VERSION, LABEL_SCHEDULE, Kind
 from sympozium_schedule.ports.store import Obj, Ref, Store, WatchEvent
 from tests import support
-from tests.k8s.emulator import ApiServer
+from tests.kube.controlplane import ADMIN_TOKEN, ControlPlane
 
 NAMESPACE = "default"
 OTHER_NAMESPACE = "other"
@@ -45,12 +45,16 @@ class Adapter:
     """How the suite drives one store adapter."""
 
     name: str
-    # A fresh, empty store (``tmp_path`` is the test's own directory).
-    open: Callable[[Path], Awaitable[Store]]
+    # A fresh, empty store (``tmp_path`` is the test's own directory; a shared real API
+    # server comes as the second argument where the adapter needs one).
+    open: Callable[[Path, ControlPlane | None], Awaitable[Store]]
     # A second client of the same data, as another process would open it.
     peer: Callable[[Store], Awaitable[Store]]
-    # Make every resourceVersion handed out before the call too old to watch from.
+    # Make every resourceVersion handed out before the call too old to watch from (for
+    # ConfigMaps at least: a real API server serves the other kinds from its watch cache).
     expire: Callable[[Store], Awaitable[None]]
+    # Whether the adapter needs the session's real control plane (tests/kube).
+    cluster: bool = False
 
 
 # The SQLite change log keeps this many revisions at each compaction. Small, so that
@@ -68,7 +72,7 @@ def _sqlite(store: Store) -> SQLiteStore:
     return store
 
 
-async def _sqlite_open(tmp_path: Path) -> Store:
+async def _sqlite_open(tmp_path: Path, plane: ControlPlane | None = None) -> Store:
     return SQLiteStore(tmp_path / "store.db", keep_changes=SQLITE_KEEP_CHANGES)
 
 
@@ -85,58 +89,75 @@ async def _sqlite_expire(store: Store) -> None:
         filler = await store.update(filler)
 
 
-class _EmulatedStore(KubernetesStore):
-    """A KubernetesStore on a fresh API emulator of its own (tests/k8s/emulator.py),
-    which stops with the store. Peers share the emulator and leave it running."""
+class _ClusterStore(KubernetesStore):
+    """A KubernetesStore on the contract suite's real API server (tests/kube), as admin: the
+    contract is the store's, not the install's RBAC (tests/k8s holds that). The suite's tests
+    share the server, so :func:`_kubernetes_open` empties the namespaces they use first."""
 
-    server: ApiServer | None = None
+    plane: ControlPlane | None = None
     kubeconfig: Path | None = None
 
-    async def close(self) -> None:
-        await super().close()
-        if self.server is not None:
-            await asyncio.to_thread(self.server.stop)
 
-
-def _kubernetes(store: Store) -> _EmulatedStore:
-    assert isinstance(store, _EmulatedStore)
+def _kubernetes(store: Store) -> _ClusterStore:
+    assert isinstance(store, _ClusterStore)
     return store
 
 
-async def _kubernetes_open(tmp_path: Path) -> Store:
-    server = await asyncio.to_thread(lambda: ApiServer().start())
-    kubeconfig = server.kubeconfig(tmp_path / "kubeconfig", user="contract")
-    opened = _EmulatedStore(KubernetesStore.connect(kubeconfig).client, qps=0, burst=1)
-    opened.server, opened.kubeconfig = server, kubeconfig
+_PLURALS = ("sympoziumschedules", "agentruns", "sympoziuminstances", "configmaps")
+
+
+def _connect(plane: ControlPlane, kubeconfig: Path) -> _ClusterStore:
+    opened = _ClusterStore(KubernetesStore.connect(kubeconfig).client, qps=0, burst=1)
+    opened.plane, opened.kubeconfig = plane, kubeconfig
     return opened
 
 
+async def _kubernetes_open(tmp_path: Path, plane: ControlPlane | None = None) -> Store:
+    assert plane is not None
+    api = plane.api()
+
+    def empty() -> None:
+        for namespace in (NAMESPACE, OTHER_NAMESPACE, "third", "compaction"):
+            api.namespace(namespace)
+            for plural in _PLURALS:
+                api.delete_all(plural, namespace=namespace)
+
+    plane.garbage_collector()  # cascading deletion is in the contract (main thread: it lives on)
+    await asyncio.to_thread(empty)
+    kubeconfig = plane.kubeconfig(tmp_path / "kubeconfig", token=ADMIN_TOKEN)
+    return _connect(plane, kubeconfig)
+
+
 async def _kubernetes_peer(store: Store) -> Store:
-    kubeconfig = _kubernetes(store).kubeconfig
-    assert kubeconfig is not None
-    return _EmulatedStore(KubernetesStore.connect(kubeconfig).client, qps=0, burst=1)
+    own = _kubernetes(store)
+    assert own.plane is not None
+    assert own.kubeconfig is not None
+    return _connect(own.plane, own.kubeconfig)
 
 
 async def _kubernetes_expire(store: Store) -> None:
-    server = _kubernetes(store).server
-    assert server is not None
-    await asyncio.to_thread(server.compact)
+    plane = _kubernetes(store).plane
+    assert plane is not None
+    await asyncio.to_thread(plane.compact)
 
 
 ADAPTERS: dict[str, Adapter] = {
     "sqlite": Adapter("sqlite", _sqlite_open, _sqlite_peer, _sqlite_expire),
-    "kubernetes": Adapter("kubernetes", _kubernetes_open, _kubernetes_peer, _kubernetes_expire),
+    "kubernetes": Adapter("kubernetes", _kubernetes_open, _kubernetes_peer, _kubernetes_expire,
+                          cluster=True),
 }
 
 
-@pytest.fixture(params=[pytest.param(name, id=name) for name in ADAPTERS])
+@pytest.fixture(params=[pytest.param(name, id=name, marks=[pytest.mark.kube] if a.cluster else [])
+                        for name, a in ADAPTERS.items()])
 def adapter(request: pytest.FixtureRequest) -> Adapter:
     return ADAPTERS[request.param]
 
 
 @pytest.fixture
-async def store(adapter: Adapter, tmp_path: Path) -> AsyncIterator[Store]:
-    opened = await adapter.open(tmp_path)
+async def store(adapter: Adapter, tmp_path: Path, request: pytest.FixtureRequest) -> AsyncIterator[Store]:
+    plane = request.getfixturevalue("store_plane") if adapter.cluster else None
+    opened = await adapter.open(tmp_path, plane)
     try:
         yield opened
     finally:

@@ -255,7 +255,8 @@ def run(
         rich_help_panel="Kubernetes mode")] = True,
     lease_namespace: Annotated[str | None, typer.Option(
         "--lease-namespace", metavar="NS", show_default=False,
-        help="Where the Lease lives. Default: $POD_NAMESPACE, else default.",
+        help="Where the Lease lives. Default: $POD_NAMESPACE, else the pod's namespace, else "
+             "sympozium-schedule (the install's).",
         rich_help_panel="Kubernetes mode")] = None,
     kube_qps: Annotated[float, typer.Option(
         "--kube-qps", metavar="QPS", help="Client-side limit on API requests per second.",

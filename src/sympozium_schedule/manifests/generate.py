@@ -579,6 +579,11 @@ def rbac_rules() -> list[dict[str, Any]]:
         _rule(GROUP, "sympoziumschedules", ["get", "list", "watch", "create", "update", "delete"]),
         # controller: the status, as one merge patch with a resourceVersion precondition.
         _rule(GROUP, "sympoziumschedules/status", ["patch"]),
+        # controller: its runs' owner references carry blockOwnerDeletion (so a foreground
+        # delete of a schedule waits for its runs), which the API server allows only to who
+        # may update the owner's finalizers (OwnerReferencesPermissionEnforcement, on in
+        # OpenShift). The CronJob controller's role has the same grant for its Jobs.
+        _rule(GROUP, "sympoziumschedules/finalizers", ["update"]),
         # controller: informer; create per tick, get when the name is taken (AlreadyExists),
         # delete for Replace and the history limits.
         _rule(GROUP, "agentruns", ["get", "list", "watch", "create", "delete"]),
@@ -810,9 +815,21 @@ def install_objects(*, image: str | None = None, namespace: str = NAMESPACE,
     ]
 
 
+CATEGORY = "sympozium"
+
+
 def sympozium_crds() -> list[dict[str, Any]]:
-    """Sympozium's AgentRun and SympoziumInstance CRDs, unchanged."""
-    return [manifests.load_crd(name) for name in SYMPOZIUM_CRD_FILES]
+    """Sympozium's AgentRun and SympoziumInstance CRDs, unchanged but for one addition: the
+    category ``sympozium`` (theirs have none), so ``kubectl get sympozium`` lists runs and
+    instances beside schedules. Only the standalone install applies these; where Sympozium
+    is installed its own CRDs stay, and ``kubectl get sympozium`` lists schedules only."""
+    crds = []
+    for name in SYMPOZIUM_CRD_FILES:
+        crd = manifests.load_crd(name)
+        names = crd["spec"]["names"]
+        names["categories"] = sorted({*names.get("categories", []), CATEGORY})
+        crds.append(crd)
+    return crds
 
 
 def all_objects(*, image: str | None = None, namespace: str = NAMESPACE,

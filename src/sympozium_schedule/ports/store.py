@@ -58,6 +58,11 @@ class Invalid(StoreError):
     """The store refused the object itself (schema, name, size): permanent."""
 
 
+class Forbidden(StoreError):
+    """The store refused the caller (Kubernetes: 403, RBAC, an admission plugin, a quota):
+    permanent until someone changes the permissions, so it is reported, not retried fast."""
+
+
 class Unavailable(StoreError):
     """The store cannot be reached or written right now (disk full, API down)."""
 

@@ -283,6 +283,33 @@ async def serve_kubernetes_callout(nats_url: str, config: CalloutConfig, store: 
 # --- Kubernetes mode ---------------------------------------------------------------------------
 
 
+# Where a pod finds its own namespace (the ServiceAccount volume every pod mounts).
+IN_CLUSTER_NAMESPACE_FILE = Path("/var/run/secrets/kubernetes.io/serviceaccount/namespace")
+# The install's namespace (manifests.generate.NAMESPACE), where its Role grants the Lease.
+INSTALL_NAMESPACE = "sympozium-schedule"
+
+
+def default_lease_namespace() -> str:
+    """$POD_NAMESPACE, else the pod's own namespace, else the install's: the one namespace
+    where the shipped Role lets the shipped ServiceAccount hold the Lease, so the README's
+    workstation command works as that ServiceAccount."""
+    if os.environ.get("POD_NAMESPACE"):
+        return os.environ["POD_NAMESPACE"]
+    with contextlib.suppress(OSError):
+        namespace = IN_CLUSTER_NAMESPACE_FILE.read_text().strip()
+        if namespace:
+            return namespace
+    return INSTALL_NAMESPACE
+
+
+def default_identity() -> str:
+    """The pod (or host) name plus a random suffix, as client-go's: unique per process, so
+    two processes on one workstation never both believe they hold the Lease."""
+    import uuid
+
+    return f"{os.environ.get('POD_NAME') or socket.gethostname()}_{uuid.uuid4()}"
+
+
 @dataclass(slots=True)
 class KubernetesSettings:
     kubeconfig: Path | None = None
@@ -292,8 +319,8 @@ class KubernetesSettings:
     burst: int = 100
     leader_election: bool = True
     lease_name: str = "sympozium-schedule"
-    lease_namespace: str = field(default_factory=lambda: os.environ.get("POD_NAMESPACE", "default"))
-    identity: str = field(default_factory=lambda: os.environ.get("POD_NAME") or socket.gethostname())
+    lease_namespace: str = field(default_factory=default_lease_namespace)
+    identity: str = field(default_factory=default_identity)
     http_port: int | None = 8080
     nats_url: str | None = None  # the router runs when set
     limits: Limits = field(default_factory=Limits)
@@ -328,7 +355,8 @@ async def run_kubernetes(settings: KubernetesSettings) -> None:
     from sympozium_schedule.runtime.http import serve_http
 
     store = KubernetesStore.connect(settings.kubeconfig, context=settings.context,
-                                    qps=settings.qps, burst=settings.burst)
+                                    qps=settings.qps, burst=settings.burst,
+                                    component="controller" if settings.controller else "router")
     metrics = Metrics()
     elector = None
     if settings.leader_election and settings.controller:

@@ -30,6 +30,7 @@ import structlog
 from sympozium_schedule.core.decide import (
     MANAGED_STATUS_KEYS,
     Decision,
+    Note,
     Outcome,
     Suspension,
     reconcile,
@@ -52,6 +53,7 @@ from sympozium_schedule.ports.store import (
     Create,
     Delete,
     EventType,
+    Forbidden,
     Invalid,
     Labels,
     NotFound,
@@ -143,6 +145,7 @@ class Controller:
         self._wake_at: dict[Key, float] = {}
         self._timer: asyncio.TimerHandle | None = None
         self._retries: dict[Key, float] = {}
+        self._refusals: dict[Key, str] = {}  # the last permanent refusal said, per schedule
 
     # --- informer handlers: keep the indexes, mark schedules dirty ------------------------
 
@@ -155,6 +158,7 @@ class Controller:
             self._views.pop(key, None)
             self._wake_at.pop(key, None)
             self._retries.pop(key, None)
+            self._refusals.pop(key, None)
             self.events.forget(str((obj.get("metadata") or {}).get("uid")))
             return
         ref = (obj.get("spec") or {}).get("instanceRef")
@@ -357,12 +361,19 @@ class Controller:
         counts = {"delete": 0, "create": 0, "status": 0}
         retry: list[_Planned] = []
         for planned, wanted, got in zip(batch, writes, results, strict=True):
+            key, obj, view, decision = planned
             if len(got) == len(wanted) and not any(isinstance(r, StoreError) for r in got):
-                key, obj, view, decision = planned
                 self._written(key, obj, decision, wanted, got, counts)
                 self._remember_view(key, view, decision)
-            else:
-                retry.append(planned)
+                continue
+            refused = got[-1] if got and isinstance(wanted[len(got) - 1], Create) else None
+            if isinstance(refused, Invalid | Forbidden):
+                # The run's create was refused for good: not tried a second time below.
+                for write, result in zip(wanted, got, strict=False):
+                    if isinstance(write, Delete) and not isinstance(result, StoreError):
+                        self._forget_run(write.ref.namespace, write.ref.name)
+                planned = (key, obj, view, self._create_refused(view, decision, refused, now))
+            retry.append(planned)
         m = self.metrics  # counted once a chunk: each inc() takes a lock
         m.deletes.inc(counts["delete"])
         m.creates.inc(counts["create"])
@@ -481,6 +492,7 @@ class Controller:
             self._account(obj, decision, key)
             self._arm(key, decision.wake_at)
             self._retries.pop(key, None)
+            self._refusals.pop(key, None)
         except Conflict:
             # Someone else wrote the schedule since we read it: re-read, decide again.
             await self._refresh(key)
@@ -488,9 +500,12 @@ class Controller:
         except NotFound:
             await self._refresh(key)
         except StoreError as exc:
-            blog.warning("store error, will retry", error=str(exc))
-            self.metrics.errors.labels("store").inc()
-            self._retry_later(key, now)
+            if exc.temporary:
+                blog.warning("store error, will retry", error=str(exc))
+                self.metrics.errors.labels("store").inc()
+                self._retry_later(key, now)
+            else:
+                self._refused(key, obj, exc, now)
         except Exception:
             blog.exception("executing a decision failed")
             self.metrics.errors.labels("internal").inc()
@@ -513,11 +528,28 @@ class Controller:
             return tick_failed(view, decision, "RunNameTaken",
                                f"an AgentRun named {ref.name} already exists and belongs to "
                                f"{holder}; delete or rename it", now)
-        except Invalid as exc:
-            return tick_failed(view, decision, "RunRejected", f"the store refused the run: {exc}", now)
+        except (Invalid, Forbidden) as exc:
+            return self._create_refused(view, decision, exc, now)
         self._observe_run(created)
         self.metrics.creates.inc()
         return decision
+
+    def _create_refused(self, view: ScheduleView, decision: Decision, exc: StoreError,
+                        now: datetime) -> Decision:
+        """A run's create refused for good (422 invalid, 403 forbidden: RBAC, a quota, an
+        admission plugin): the tick is reported (TickSkipped, a Warning Event) and consumed,
+        and the next tick tries again; the Event is not repeated while the reason persists."""
+        reason = "RunForbidden" if isinstance(exc, Forbidden) else "RunRejected"
+        failed = tick_failed(view, decision, reason, f"the store refused the run: {exc}", now)
+        return self._once(view, failed)
+
+    @staticmethod
+    def _once(view: ScheduleView, decision: Decision) -> Decision:
+        """Drop a Warning the schedule's conditions already show (same type and reason)."""
+        shown = {(c.type, c.reason) for c in view.status.conditions if c.status == "True"}
+        notes = tuple(n for n in decision.notes
+                      if not (n.type == "Warning" and ("TickSkipped", n.reason) in shown))
+        return replace(decision, notes=notes)
 
     def _observe_run(self, run: Obj) -> None:
         self.runs.observe(run, notify=False)
@@ -596,6 +628,21 @@ class Controller:
             self._retry_later(key, self.clock())
         else:
             self.schedules.observe(fresh)
+
+    def _refused(self, key: Key, obj: Obj, exc: StoreError, now: datetime) -> None:
+        """A permanent refusal of a write other than the run's create (a status patch
+        forbidden by RBAC, refused by validation): said once, as a log line and a Warning
+        Event, then tried again only at the longest back-off, since it needs a person."""
+        first = key not in self._refusals or self._refusals[key] != str(exc)
+        self._refusals[key] = str(exc)
+        self.metrics.errors.labels("store_refused").inc()
+        if first:
+            log.error("the store refused a write; fix the cause (RBAC, the object)",
+                      namespace=key[0], schedule=key[1], error=str(exc))
+            if self.settings.record_events:
+                self.events.record(obj, Note("Warning", "StoreRefused", str(exc)))
+        self._retries[key] = self.settings.retry_max
+        self._arm(key, now + timedelta(seconds=self.settings.retry_max))
 
     def _retry_later(self, key: Key, now: datetime) -> None:
         delay = self._retries.get(key, self.settings.retry_initial / 2) * 2

@@ -8,7 +8,9 @@ else may take over, the old leader has already stopped firing. Every write is
 conditional on the Lease's resourceVersion: two candidates never both win.
 
 Hand-written because lightkube has no leader election; this is the ~100
-lines of client-go's leaderelection package the controller needs.
+lines of client-go's leaderelection package the controller needs. One
+elector holds one Lease (name and namespace are parameters), so a process
+can run several, one per shard.
 """
 
 from __future__ import annotations
@@ -21,8 +23,8 @@ from typing import Any
 
 import structlog
 
-from sympozium_schedule.adapters.kubernetes.store import KubernetesStore, Lease
-from sympozium_schedule.ports.store import Conflict, NotFound, StoreError
+from sympozium_schedule.adapters.kubernetes.store import KubernetesStore, Lease, _plain
+from sympozium_schedule.ports.store import AlreadyExists, Conflict, NotFound, StoreError
 
 log = structlog.get_logger("leader")
 
@@ -56,6 +58,7 @@ class LeaseElector:
         self.transitions = 0
         self._leading = asyncio.Event()
         self._last_renew: datetime | None = None
+        self._held: dict[str, Any] | None = None  # the Lease as this replica last wrote it
         self.healthy = False  # the last lease round reached the API
 
     @property
@@ -111,19 +114,42 @@ class LeaseElector:
         }
 
     async def _try_acquire_or_renew(self) -> bool:
+        """One round. The leader renews with one conditional update of the Lease it last
+        wrote (client-go's fast path): one request per ``retry_period``, and a GET only when
+        that update conflicts or the Lease is gone. A standby GETs and takes an expired Lease."""
+        held = self._held
+        if held is not None and self._leading.is_set():
+            renewed = dict(held) | {"spec": self._spec(self.clock(), self._acquired(held), self.transitions)}
+            try:
+                self._held = await self._replace("renew lease", renewed)
+                return True
+            except (Conflict, NotFound):
+                self._held = None  # someone else wrote it: look again below
+        return await self._acquire()
+
+    def _acquired(self, lease: dict[str, Any]) -> datetime:
+        return _parse((lease.get("spec") or {}).get("acquireTime")) or self.clock()
+
+    async def _replace(self, what: str, lease: dict[str, Any]) -> dict[str, Any]:
+        replaced = await self.store.call(what, self.store.client.replace(Lease.from_dict(lease)))
+        return _plain(replaced)
+
+    async def _acquire(self) -> bool:
         client = self.store.client
         now = self.clock()
         try:
-            lease = (await self.store.call(f"get lease {self.name}", client.get(
-                Lease, self.name, namespace=self.namespace))).to_dict()
+            lease = _plain(await self.store.call(f"get lease {self.name}", client.get(
+                Lease, self.name, namespace=self.namespace)))
         except NotFound:
             body = {"apiVersion": "coordination.k8s.io/v1", "kind": "Lease",
                     "metadata": {"name": self.name, "namespace": self.namespace},
                     "spec": self._spec(now, now, 0)}
             try:
-                await self.store.call("create lease", client.create(Lease.from_dict(body)))
-            except StoreError:
+                created = await self.store.call("create lease", client.create(Lease.from_dict(body)))
+            except (AlreadyExists, Conflict):
                 return False
+            self._held = _plain(created)
+            self.transitions = 0
             return True
         spec = lease.get("spec") or {}
         holder = spec.get("holderIdentity") or ""
@@ -131,15 +157,16 @@ class LeaseElector:
         duration = float(spec.get("leaseDurationSeconds") or self.lease_duration)
         expired = renewed is None or now > renewed + timedelta(seconds=duration)
         if holder != self.identity and holder and not expired:
+            self._held = None
             return False
         transitions = int(spec.get("leaseTransitions") or 0)
         if holder == self.identity:
-            acquired = _parse(spec.get("acquireTime")) or now
+            acquired = self._acquired(lease)
         else:
             acquired, transitions = now, transitions + 1
         lease["spec"] = self._spec(now, acquired, transitions)
         try:
-            await self.store.call("renew lease", client.replace(Lease.from_dict(lease)))
+            self._held = await self._replace("take lease", lease)
         except Conflict:
             return False
         self.transitions = transitions
@@ -147,11 +174,10 @@ class LeaseElector:
 
     async def _release(self) -> None:
         """Give the Lease up on a clean shutdown, so a standby takes over at once."""
-        client = self.store.client
-        lease = (await self.store.call("get lease", client.get(
-            Lease, self.name, namespace=self.namespace))).to_dict()
-        if (lease.get("spec") or {}).get("holderIdentity") != self.identity:
+        lease = self._held
+        if lease is None or (lease.get("spec") or {}).get("holderIdentity") != self.identity:
             return
-        lease["spec"]["holderIdentity"] = ""
-        lease["spec"]["renewTime"] = _micro(datetime(1970, 1, 1, tzinfo=UTC))
-        await self.store.call("release lease", client.replace(Lease.from_dict(lease)))
+        spec = dict(lease["spec"]) | {"holderIdentity": "",
+                                       "renewTime": _micro(datetime(1970, 1, 1, tzinfo=UTC))}
+        await self._replace("release lease", dict(lease) | {"spec": spec})
+        self._held = None
