@@ -3,23 +3,27 @@
 One scenario drives every path that touches the API: the controller (the shipped
 ServiceAccount, leader election on, its Lease where the install puts it by default) fires,
 skips, replaces, prunes history, meets a run name someone else took, reports a broken
-schedule, and gives its Lease back on SIGTERM; the router (another ServiceAccount bound to the
-same shipped roles) creates, updates, suspends and deletes an agent's schedule, and finds an
-instance's namespace for a bridge that sends none. The real RBAC authorizer must have allowed
-every request (the audit log records its decision), and every verb the rules grant must have
-been used: least privilege, checked both ways.
+schedule, serves a console request for a schedule's Events, and gives its Lease back on
+SIGTERM; the router (another ServiceAccount bound to the same shipped roles) creates,
+updates, suspends and deletes an agent's schedule, and finds an instance's namespace for a
+bridge that sends none. The real RBAC authorizer must have allowed every request (the audit
+log records its decision), and every verb the rules grant must have been used: least
+privilege, checked both ways.
 """
 
 from __future__ import annotations
 
+import asyncio
 import json
+import urllib.request
 from pathlib import Path
 
 from sympozium_schedule.adapters.nats.bus import UPSERT_SUBJECT, Bus, envelope, result_subject
 from sympozium_schedule.core.model import parse_time
 from sympozium_schedule.manifests import generate
 from tests.k8s.conftest import CONTROLLER, LEASE_NAMESPACE, Agent, Cluster, Processes, Space, until
-from tests.kube.controlplane import ApiError
+from tests.kube.controlplane import ADMIN_TOKEN, ApiError
+from tests.support import free_port
 
 USERS = (CONTROLLER, "router")
 # Granted but never requested: the API server checks it on the controller's behalf when a run's
@@ -53,7 +57,9 @@ async def test_every_call_is_permitted_and_every_grant_is_used(
         cluster: Cluster, processes: Processes, space: Space, nats_url: str, tmp_path: Path) -> None:
     cluster.api().delete("leases", generate.LEASE_NAME, namespace=LEASE_NAMESPACE)
     mark = cluster.mark()
-    controller = processes.controller(leader_election=True)
+    console_port = free_port()
+    controller = processes.controller(leader_election=True,
+                                      args=("--console-address", f"127.0.0.1:{console_port}"))
     space.wait(lambda: controller.get("/leaderz").status == 200, "the controller to lead")
     # (Its requests below include one on Sympozium's old, unscoped subject.)
     router = processes.router("router", nats_url, "--allow-unscoped-publishers")
@@ -116,6 +122,16 @@ async def test_every_call_is_permitted_and_every_grant_is_used(
                [(c.resource, c.verb, c.name) for c in controller.calls()], "the pruned run's deletion")
     space.wait(lambda: space.events("taken", reason="RunNameTaken"), "a tick whose run name was taken")
     space.wait(lambda: space.events("broken", reason="InvalidSchedule"), "the broken schedule's Event")
+    # --- the console's path: a person's request, read as the scheduler ------------------------
+    request = urllib.request.Request(
+        f"http://127.0.0.1:{console_port}/api/v1/schedules/broken/events?namespace={space.name}",
+        headers={"Authorization": f"Bearer {ADMIN_TOKEN}"})
+
+    def read_events() -> int:
+        with urllib.request.urlopen(request, timeout=20) as response:
+            return int(response.status)
+
+    assert await asyncio.to_thread(read_events) == 200
     space.delete_schedules()
     assert controller.stop() == 0, controller.log_tail()  # gives the Lease back: get, update
     assert router.stop() == 0, router.log_tail()

@@ -199,7 +199,8 @@ def test_the_cluster_role_grants_exactly_what_the_code_uses() -> None:
         ("sympozium.ai", "agentruns", v) for v in ("get", "list", "watch", "create", "delete")
     } | {
         ("sympozium.ai", "sympoziuminstances", v) for v in ("get", "list", "watch")
-    } | {("", "configmaps", "list"), ("", "configmaps", "watch"), ("", "events", "create")}
+    } | {("", "configmaps", "list"), ("", "configmaps", "watch"), ("", "events", "create"),
+         ("", "events", "list")}  # the console's Events panel
     assert {(g, r, v) for g, r, v, names in _grants(generate.rbac_rules())} == expected
     assert all(not names for *_, names in _grants(generate.rbac_rules()))
 

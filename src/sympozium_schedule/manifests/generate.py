@@ -593,8 +593,9 @@ def rbac_rules() -> list[dict[str, Any]]:
         # controller: the informer of memory ConfigMaps (label-selected; RBAC cannot narrow
         # by label).
         _rule("", "configmaps", ["list", "watch"]),
-        # controller: Events, created only (never patched into a series).
-        _rule("", "events", ["create"]),
+        # controller: Events, created only (never patched into a series); the console: a
+        # schedule's Events, listed in its namespace for a person kubectl would let list them.
+        _rule("", "events", ["create", "list"]),
     ]
 
 
