@@ -32,6 +32,7 @@ import structlog
 
 log = structlog.get_logger("nats-server")
 URL_FILE = "nats.url"
+LOG_BYTES = 4 * 1024 * 1024
 CONFIG_FILE = "nats-server.conf"
 # JetStream's files on disk, all streams together (each stream has its own bounds too).
 MAX_FILE_STORE = 1 << 30
@@ -137,10 +138,12 @@ def write_private(path: Path, text: str) -> None:
 
 
 class EmbeddedNats:
-    def __init__(self, data_dir: Path, *, port: int = -1, auth: BusAuth | None = None):
+    def __init__(self, data_dir: Path, *, port: int = -1, auth: BusAuth | None = None,
+                 log_bytes: int = LOG_BYTES):
         self.data_dir = data_dir
         self.port = port
         self.auth = auth
+        self.log_bytes = log_bytes
         self.url: str | None = None
         self._process: asyncio.subprocess.Process | None = None
 
@@ -152,6 +155,9 @@ class EmbeddedNats:
                           "max_memory_store": MAX_MEMORY_STORE},
             # A request is at most 64 KiB; leave room for the envelope and headers.
             "max_payload": 256 * 1024,
+            # The log grows with every refused login, which an agent can cause at will:
+            # rotate it, and keep the current file and one before it (8 MiB at most).
+            "logfile_size_limit": self.log_bytes, "logfile_max_num": 2,
         }
         if self.auth is not None:
             config |= self.auth.config()
