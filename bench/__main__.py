@@ -25,7 +25,7 @@ from bench.common import PROJECT_DIR, SOURCE_ENV, Report, add_arguments, options
 # In the order.
 BENCHMARKS = ("fire_lag", "burst", "idle", "startup_memory", "selfsched", "k8s")
 # Not in the default set: the cron library comparison that chose cronsim (no targets).
-EXTRAS = ("cron_libraries", "console")
+EXTRAS = ("cron_libraries", "console", "retention")
 
 
 def main(argv: list[str] | None = None) -> int:
