@@ -136,7 +136,7 @@ def register(app: typer.Typer) -> None:
         log_level: Annotated[str, typer.Option("--log-level", metavar="LEVEL")] = "info",
     ) -> None:
         """The Schedule Router alone: apply agents' schedule requests from NATS to the store."""
-        from sympozium_schedule.cli.main import _duration
+        from sympozium_schedule.cli.options import duration as _duration
         from sympozium_schedule.core.requests import Limits
         from sympozium_schedule.runtime.logs import configure
 
