@@ -14,6 +14,7 @@ from sympozium_schedule.cli import kinds, render, session
 from sympozium_schedule.cli.apply import apply_all, stored_instances
 from sympozium_schedule.cli.describe import describe_schedule
 from sympozium_schedule.cli.errors import CliError, report, warn
+from sympozium_schedule.cli.manifest_files import read_sources
 from sympozium_schedule.cli.options import (
     DataDir,
     Namespace,
@@ -28,7 +29,7 @@ from sympozium_schedule.cli.options import (
 from sympozium_schedule.cli.options import namespace as namespace_of
 from sympozium_schedule.cli.options import selector as parse_selector
 from sympozium_schedule.cli.render import OutputFormat
-from sympozium_schedule.cli.validate import Document, check, missing_instances, read_sources
+from sympozium_schedule.cli.validate import Document, check, missing_instances
 from sympozium_schedule.core.model import LABEL_SCHEDULE, Kind
 from sympozium_schedule.ports.store import EventType, Labels, NotFound, Obj, Ref
 
