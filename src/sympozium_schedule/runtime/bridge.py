@@ -105,6 +105,10 @@ class Bridge:
         self._bus: BusConnection | None = None
         self._catch_up = asyncio.Event()
         self._stop = asyncio.Event()
+        self._watching = asyncio.Event()
+        # Set once the folder is watched and requests are forwarded (for tests and
+        # benchmarks, which would otherwise wait for a probe file to settle).
+        self.ready = asyncio.Event()
 
     # --- the folder -----------------------------------------------------------------------
 
@@ -130,6 +134,7 @@ class Bridge:
         looked at again once they settle, in case their writer never closes them."""
         assert self.folder is not None
         arrivals = self.folder.watch()
+        self._watching.set()
         for claimed in self.folder.unsent():
             self._enqueue(claimed)
         loop = asyncio.get_running_loop()
@@ -278,6 +283,8 @@ class Bridge:
             self._catch_up.set()
             tasks += [asyncio.create_task(self._publish_loop()),
                       asyncio.create_task(self._catch_up_loop())]
+            await self._watching.wait()
+            self.ready.set()
             await stop.wait()
             self._scan(settle=0.0)  # anything written just before the agent exited
             try:
