@@ -11,7 +11,8 @@ import pytest
 from sympozium_schedule.core.requests import Limits
 from tests.selfsched.conftest import Agent, System, assert_answer
 
-pytestmark = pytest.mark.asyncio(loop_scope="module")
+# The router's and the bridge's logic: on the in-memory bus (see conftest).
+pytestmark = [pytest.mark.asyncio(loop_scope="module"), pytest.mark.memory_bus]
 
 TASK = "check the cluster"
 CAP_OF_2 = pytest.mark.parametrize("limits", [pytest.param(Limits(max_schedules_per_instance=2),
