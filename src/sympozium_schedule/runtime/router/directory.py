@@ -1,15 +1,18 @@
 """What the router asks of the store for every request, answered from memory: does
-the requester's SympoziumInstance exist, and which schedules has its agent made
-(the per-instance cap counts them).
+the requester's SympoziumInstance exist, which schedules has its agent made (the
+per-instance cap counts them), and what does the schedule it names hold now.
 
 From informers once they have synced: in ``run`` the controller's own (no second
 cache, no second watch), for a router on its own (the ``router`` command, a
 router-only replica) informers of its own. Before they sync, or for a namespace
 they do not watch, the store is asked, as it is on a miss (an instance created a
 moment ago that the watch has not brought yet). The router's own writes count at
-once (write-through), so a burst of creates from one agent never outruns the cap;
-a schedule another writer made reaches the count when its watch event does (as
-before, when two routers counted at the same moment).
+once (write-through, kept beside a shared cache until its watch brings them), so
+a burst of creates from one agent never outruns the cap; a schedule another writer
+made reaches the count when its watch event does (as before, when two routers
+counted at the same moment). A schedule read from memory may be a moment old: the
+write based on it carries its resourceVersion (or uid), so a stale read is a
+conflict, and the router reads the store then and decides again.
 """
 
 from __future__ import annotations
@@ -19,7 +22,7 @@ import asyncio
 from sympozium_schedule.core.model import LABEL_INSTANCE, LABEL_SOURCE, Kind
 from sympozium_schedule.core.requests import SOURCE_AGENT
 from sympozium_schedule.ports.store import EventType, NotFound, Obj, Ref, Store
-from sympozium_schedule.runtime.informer import Informer, Key, key_of, run_informers
+from sympozium_schedule.runtime.informer import Informer, Key, is_newer, key_of, run_informers
 
 AGENT_LABELS = {LABEL_SOURCE: SOURCE_AGENT}
 
@@ -41,6 +44,10 @@ class AgentDirectory:
         self.schedules = schedules or Informer(store, Kind.SCHEDULE, labels=AGENT_LABELS)
         self._names: dict[Key, set[str]] = {}  # (namespace, instance) -> agent schedule names
         self._owner: dict[Key, Key] = {}  # (namespace, schedule) -> (namespace, instance)
+        # The router's own writes the schedules informer has not brought yet (None: deleted).
+        self._recent: dict[Key, Obj | None] = {}
+        # Only agent schedules are cached when the informer is the directory's own.
+        self._all_schedules = not self._own and self.schedules.labels is None
         self.schedules.add_handler(self._on_schedule)
         for obj in list(self.schedules.cache.values()):
             self._on_schedule(EventType.ADDED, obj)
@@ -56,6 +63,10 @@ class AgentDirectory:
 
     def _on_schedule(self, change: EventType, obj: Obj) -> None:
         key = key_of(obj)
+        if key in self._recent:
+            mine = self._recent[key]
+            if mine is None or change is EventType.DELETED or is_newer(obj, mine):
+                del self._recent[key]  # the watch has caught up with our own write
         instance = None if change is EventType.DELETED else _agent_of(obj)
         old = self._owner.pop(key, None)
         if old is not None:
@@ -93,6 +104,26 @@ class AgentDirectory:
         return [str(o["metadata"].get("namespace", "default")) for o in listing.items
                 if o["metadata"].get("name") == name]
 
+    async def schedule(self, namespace: str, name: str, *, creating: bool) -> Obj | None:
+        """The schedule as last seen, or None. From memory when the cache can say; a
+        name missing from a cache of agent schedules only may still be a person's
+        schedule, so the store is asked, unless the agent is creating it (the create
+        then fails as taken if it is, and the router looks again in the store)."""
+        key = (namespace, name)
+        if key in self._recent:
+            return self._recent[key]
+        if self._covers(self.schedules, namespace):
+            found = self.schedules.get(namespace, name)
+            if found is not None or self._all_schedules or creating:
+                return found
+        return await self.stored_schedule(namespace, name)
+
+    async def stored_schedule(self, namespace: str, name: str) -> Obj | None:
+        try:
+            return await self.store.get(Ref(Kind.SCHEDULE, namespace, name))
+        except NotFound:
+            return None
+
     async def agent_schedules(self, namespace: str, instance: str) -> list[str]:
         """The names of the schedules the instance's agent made."""
         if self._covers(self.schedules, namespace):
@@ -103,15 +134,18 @@ class AgentDirectory:
 
     # --- the router's own writes --------------------------------------------------------------
 
-    def created(self, obj: Obj) -> None:
+    def written(self, obj: Obj) -> None:
+        """A schedule the router created or updated (the store's answer)."""
         if self._own:
             self.schedules.observe(obj)  # the index hears it; the watch's echo is skipped
-        else:
-            self._on_schedule(EventType.ADDED, obj)
+            return
+        self._on_schedule(EventType.MODIFIED, obj)
+        self._recent[key_of(obj)] = obj
 
     def deleted(self, obj: Obj) -> None:
         namespace, name = key_of(obj)
         if self._own:
             self.schedules.forget(namespace, name)
-        else:
-            self._on_schedule(EventType.DELETED, obj)
+            return
+        self._on_schedule(EventType.DELETED, obj)
+        self._recent[(namespace, name)] = None

@@ -71,6 +71,8 @@ def digest(value: str) -> str:
 
 def envelope_of(delivery: Delivery) -> Envelope:
     try:
+        # json, not orjson: orjson refuses a lone surrogate and NaN and reads an integer
+        # beyond 64 bits as a float, and agents' requests are read as they always were.
         env = json.loads(delivery.data)
     except ValueError as exc:
         raise Malformed(f"not JSON: {exc}") from exc

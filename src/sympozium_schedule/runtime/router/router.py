@@ -26,16 +26,13 @@ import asyncio
 import contextlib
 import json
 import time
-from collections.abc import AsyncIterator
 from dataclasses import dataclass, field
 from typing import Any
 
 import structlog
 
 from sympozium_schedule.adapters.nats.bus import NatsBroker
-from sympozium_schedule.core.model import Kind
 from sympozium_schedule.core.requests import (
-    Identity,
     Limits,
     Plan,
     RequestError,
@@ -107,13 +104,14 @@ class Router:
         self.settings = settings
         self.metrics = metrics or Metrics()
         self.clock = clock
+        # A broker given carries its own limits; the default is the server at nats_url.
         self.broker: Broker = broker or NatsBroker(settings.nats_url, limits=settings.bus_limits)
         self.directory = directory or AgentDirectory(store)
         self.handled = 0
         self.ready = asyncio.Event()
         self._bus: BusConnection | None = None
         self._kv: KeyValue | None = None
-        self._turns: dict[tuple[str, str], tuple[asyncio.Lock, int]] = {}
+        self._turns: dict[tuple[str, str], list[Any]] = {}
         self._repair = asyncio.Event()
 
     async def _prepare(self) -> str:
@@ -180,7 +178,10 @@ class Router:
         except Malformed as exc:
             return self._terminate(delivery, exc)
         # The turn is taken before the first await: deliveries start in stream order,
-        # so one instance's requests are applied in the order written.
+        # so one instance's requests are applied in the order written. It is held
+        # until the request's record is stored: a later request is applied only once
+        # this one can never be applied again. A scoped answer (a subject of its own)
+        # is published after the turn is passed on.
         async with self._turn(envelope.order_key):
             try:
                 request = await self._request(envelope, delivery)
@@ -188,7 +189,21 @@ class Router:
                 return self._terminate(delivery, exc)
             except StoreError as exc:
                 return Disposition.NAK, 2.0 if exc.temporary else 0.0
-            return await self._answer(request, delivery, started)
+            try:
+                payload = await self._record(request, delivery)
+            except BusUnavailable as exc:
+                return self._bus_trouble(exc)
+            except StoreError as exc:
+                log.info("store trouble, request will be redelivered", error=str(exc))
+                return Disposition.NAK, 2.0
+            if not envelope.scoped:  # one answer subject per run: answers keep their order
+                return await self._publish(request, payload, started)
+        return await self._publish(request, payload, started)
+
+    def _bus_trouble(self, exc: BusUnavailable) -> tuple[Disposition, float]:
+        log.info("bus trouble, request will be redelivered", error=str(exc))
+        self._repair.set()
+        return Disposition.NAK, 1.0
 
     def _terminate(self, delivery: Delivery, exc: Malformed) -> tuple[Disposition, float]:
         log.warning("malformed request terminated", reason=str(exc), seq=delivery.stream_seq,
@@ -196,20 +211,8 @@ class Router:
         self.metrics.router_requests.labels("unknown", "malformed").inc()
         return Disposition.TERM, 0.0
 
-    @contextlib.asynccontextmanager
-    async def _turn(self, key: tuple[str, str]) -> AsyncIterator[None]:
-        """A FIFO lock per instance, dropped when nobody holds or waits for it."""
-        lock, users = self._turns.get(key, (asyncio.Lock(), 0))
-        self._turns[key] = (lock, users + 1)
-        try:
-            async with lock:
-                yield
-        finally:
-            lock, users = self._turns[key]
-            if users == 1:
-                del self._turns[key]
-            else:
-                self._turns[key] = (lock, users - 1)
+    def _turn(self, key: tuple[str, str]) -> _Turn:
+        return _Turn(self._turns, key)
 
     async def _request(self, envelope: Envelope, delivery: Delivery) -> Request:
         if not envelope.scoped:
@@ -230,24 +233,25 @@ class Router:
                             f"{len(found)} namespaces")
         return found[0]
 
-    async def _answer(self, request: Request, delivery: Delivery,
-                      started: float) -> tuple[Disposition, float]:
-        assert self._kv is not None and self._bus is not None
+    async def _record(self, request: Request, delivery: Delivery) -> bytes:
+        """The answer: the one recorded for this request, or the outcome of applying
+        it now, recorded before it is said."""
+        assert self._kv is not None
+        payload = await self._kv.get(request.dedupe_key)
+        if payload is not None:
+            return payload  # answered before: say it again, word for word, apply nothing
+        result = await self._apply(request, delivery)
+        payload = json.dumps(result).encode()
+        await self._kv.put(request.dedupe_key, payload)
+        return payload
+
+    async def _publish(self, request: Request, payload: bytes,
+                       started: float) -> tuple[Disposition, float]:
+        assert self._bus is not None
         try:
-            payload = await self._kv.get(request.dedupe_key)
-            if payload is None:
-                result = await self._apply(request, delivery)
-                payload = json.dumps(result).encode()
-                await self._kv.put(request.dedupe_key, payload)
-            # else: answered before: say it again, word for word, and apply nothing.
             await self._bus.publish(request.answer_subject, payload)
         except BusUnavailable as exc:
-            log.info("bus trouble, request will be redelivered", error=str(exc))
-            self._repair.set()
-            return Disposition.NAK, 1.0
-        except StoreError as exc:
-            log.info("store trouble, request will be redelivered", error=str(exc))
-            return Disposition.NAK, 2.0
+            return self._bus_trouble(exc)
         self.handled += 1
         self.metrics.router_latency.observe(time.perf_counter() - started)
         return Disposition.ACK, 0.0
@@ -284,8 +288,11 @@ class Router:
     async def _decide_and_apply(self, request: Request, parsed: ScheduleRequest,
                                 delivery: Delivery) -> dict[str, Any]:
         who, action = request.who, parsed.action
-        for _ in range(3):  # a concurrent writer (a person, the controller) means: look again
-            existing = await self._existing(who, parsed.name)
+        name = f"{who.instance}-{parsed.name}"
+        for attempt in range(3):  # a concurrent writer (a person, the controller) means: look again
+            # First from memory; after a conflict, from the store.
+            existing = (await self.directory.schedule(who.namespace, name, creating=action == "create")
+                        if attempt == 0 else await self.directory.stored_schedule(who.namespace, name))
             # Only a create of a new schedule needs the count.
             names = (await self.directory.agent_schedules(who.namespace, who.instance)
                      if action == "create" and existing is None else [])
@@ -298,6 +305,10 @@ class Router:
                 stored = await self._execute(decided, existing)
             except (Conflict, AlreadyExists):
                 continue
+            except NotFound:
+                if decided.op != "update":
+                    raise
+                continue  # updated a schedule deleted meanwhile: decide again
             outcome = "rejected" if decided.op == "reject" else "accepted"
             self.metrics.router_requests.labels(action, outcome).inc()
             log.info("request handled", namespace=who.namespace, instance=who.instance,
@@ -306,21 +317,17 @@ class Router:
         self.metrics.router_requests.labels(action, "conflict").inc()
         raise Conflict("the schedule kept changing while applying the request")
 
-    async def _existing(self, who: Identity, name: str) -> Obj | None:
-        try:
-            return await self.store.get(Ref(Kind.SCHEDULE, who.namespace, f"{who.instance}-{name}"))
-        except NotFound:
-            return None
-
     async def _execute(self, decided: Plan, existing: Obj | None) -> Obj | None:
         if decided.op == "create":
             assert decided.object is not None
             created = await self.store.create(decided.object)
-            self.directory.created(created)
+            self.directory.written(created)
             return created
         if decided.op == "update":
             assert decided.object is not None
-            return await self.store.update(decided.object)
+            updated = await self.store.update(decided.object)
+            self.directory.written(updated)
+            return updated
         if decided.op == "delete":
             assert existing is not None
             with contextlib.suppress(NotFound):
@@ -328,3 +335,34 @@ class Router:
             self.directory.deleted(existing)
             return None
         return existing if decided.op == "noop" else None
+
+
+class _Turn:
+    """A FIFO lock per instance, dropped when nobody holds or waits for it (a class
+    rather than a generator-based context manager: it is taken for every request)."""
+
+    __slots__ = ("_entry", "_key", "_turns")
+
+    def __init__(self, turns: dict[tuple[str, str], list[Any]], key: tuple[str, str]):
+        self._turns, self._key = turns, key
+        entry = turns.get(key)
+        if entry is None:
+            entry = turns[key] = [asyncio.Lock(), 0]
+        entry[1] += 1
+        self._entry = entry
+
+    async def __aenter__(self) -> None:
+        try:
+            await self._entry[0].acquire()
+        except BaseException:
+            self._leave()
+            raise
+
+    async def __aexit__(self, *exc: object) -> None:
+        self._entry[0].release()
+        self._leave()
+
+    def _leave(self) -> None:
+        self._entry[1] -= 1
+        if self._entry[1] == 0:
+            del self._turns[self._key]
