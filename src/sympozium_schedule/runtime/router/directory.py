@@ -46,8 +46,6 @@ class AgentDirectory:
         self._owner: dict[Key, Key] = {}  # (namespace, schedule) -> (namespace, instance)
         # The router's own writes the schedules informer has not brought yet (None: deleted).
         self._recent: dict[Key, Obj | None] = {}
-        # Only agent schedules are cached when the informer is the directory's own.
-        self._all_schedules = not self._own and self.schedules.labels is None
         self.schedules.add_handler(self._on_schedule)
         for obj in list(self.schedules.cache.values()):
             self._on_schedule(EventType.ADDED, obj)
@@ -105,16 +103,17 @@ class AgentDirectory:
                 if o["metadata"].get("name") == name]
 
     async def schedule(self, namespace: str, name: str, *, creating: bool) -> Obj | None:
-        """The schedule as last seen, or None. From memory when the cache can say; a
-        name missing from a cache of agent schedules only may still be a person's
-        schedule, so the store is asked, unless the agent is creating it (the create
-        then fails as taken if it is, and the router looks again in the store)."""
+        """The schedule as last seen, or None. From memory when the cache has it; a name
+        it lacks may be a schedule the watch has not brought yet (or a person's, where
+        only agent schedules are cached), so the store is asked, unless the agent is
+        creating it: the create then fails as taken if it is, and the router looks
+        again in the store."""
         key = (namespace, name)
         if key in self._recent:
             return self._recent[key]
         if self._covers(self.schedules, namespace):
             found = self.schedules.get(namespace, name)
-            if found is not None or self._all_schedules or creating:
+            if found is not None or creating:
                 return found
         return await self.stored_schedule(namespace, name)
 
