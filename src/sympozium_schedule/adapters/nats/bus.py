@@ -105,6 +105,7 @@ class NatsBus:
         self._streams = Streams(nc, js, self.limits)
         self._answers: AtomicPublisher | None = None
         self._buckets: list[NatsKeyValue] = []
+        self._reconnected = asyncio.Event()
 
     @classmethod
     async def connect(cls, url: str, *, name: str, timeout: float = 2.0,
@@ -132,8 +133,14 @@ class NatsBus:
             options["inbox_prefix"] = inbox_prefix
         if callable(credential):
             options["disconnected_cb"] = refresh
-        if on_reconnect is not None:
-            options["reconnected_cb"] = on_reconnect
+        reconnected = asyncio.Event()  # for the consumer: its pull request went with the link
+
+        async def on_reconnected() -> None:
+            reconnected.set()
+            if on_reconnect is not None:
+                await on_reconnect()
+
+        options["reconnected_cb"] = on_reconnected
         if on_closed is not None:
             options["closed_cb"] = on_closed
         try:
@@ -147,7 +154,9 @@ class NatsBus:
         except (OSError, nats.errors.Error, TimeoutError) as exc:
             raise BusUnavailable(f"cannot connect to NATS at {url}: {why(exc)}") from exc
         nc_holder.append(nc)
-        return cls(nc, nc.jetstream(timeout=timeout), limits=limits, batched=batched)
+        bus = cls(nc, nc.jetstream(timeout=timeout), limits=limits, batched=batched)
+        bus._reconnected = reconnected
+        return bus
 
     @property
     def usable(self) -> bool:
@@ -277,7 +286,8 @@ class NatsBus:
 
         consumer = DurableConsumer(self.nc, self.js, self.limits, stream=stream, durable=durable,
                                    subjects=subjects,
-                                   restore=restore_streams if restore is not None else None)
+                                   restore=restore_streams if restore is not None else None,
+                                   reconnected=self._reconnected)
         await consumer.run(handler, batch=batch, concurrency=concurrency)
 
 
