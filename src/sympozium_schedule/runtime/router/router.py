@@ -30,6 +30,7 @@ from collections import OrderedDict
 from dataclasses import dataclass, field
 from typing import Any
 
+import orjson
 import structlog
 
 from sympozium_schedule.adapters.nats.bus import NatsBroker
@@ -120,6 +121,7 @@ class Router:
         self._kv: KeyValue | None = None
         self._turns: dict[tuple[str, str], list[Any]] = {}
         self._recorded: OrderedDict[str, bytes] = OrderedDict()
+        self._counters: dict[tuple[str, str], Any] = {}
         self._repair = asyncio.Event()
 
     async def _prepare(self) -> str:
@@ -238,8 +240,16 @@ class Router:
     def _terminate(self, delivery: Delivery, exc: Malformed) -> tuple[Disposition, float]:
         log.warning("malformed request terminated", reason=str(exc), seq=delivery.stream_seq,
                     subject=delivery.subject)
-        self.metrics.router_requests.labels("unknown", "malformed").inc()
+        self._count("unknown", "malformed").inc()
         return Disposition.TERM, 0.0
+
+    def _count(self, action: str, outcome: str) -> Any:
+        """The request counter's child for (action, outcome), looked up once."""
+        child = self._counters.get((action, outcome))
+        if child is None:
+            child = self._counters[(action, outcome)] = self.metrics.router_requests.labels(
+                action, outcome)
+        return child
 
     def _turn(self, key: tuple[str, str]) -> _Turn:
         return _Turn(self._turns, key)
@@ -253,7 +263,7 @@ class Router:
     def _scoped(self, envelope: Envelope, delivery: Delivery) -> Request:
         request, forgery = scoped_request(envelope, delivery)
         if forgery is not None:
-            self.metrics.router_requests.labels("unknown", "forged").inc()
+            self._count("unknown", "forged").inc()
             log.warning("request with a forged identity refused", subject=delivery.subject,
                         claimed=forgery.claimed, field=forgery.field)
         return request
@@ -280,7 +290,7 @@ class Router:
         if payload is not None:
             return payload  # answered before: say it again, word for word, apply nothing
         result = await self._apply(request, delivery)
-        payload = json.dumps(result).encode()
+        payload = _dumps(result)
         await self._kv.put(key, payload)
         self._recorded[key] = payload
         if len(self._recorded) > RECORDED:
@@ -316,10 +326,10 @@ class Router:
         try:
             parsed = parse_request(request.data, self.settings.limits)
         except RequestError as exc:
-            self.metrics.router_requests.labels("invalid", "rejected").inc()
+            self._count("invalid", "rejected").inc()
             return self._result(request, "rejected", str(exc))
         if not await self.directory.instance_exists(who.namespace, who.instance):
-            self.metrics.router_requests.labels(parsed.action, "rejected").inc()
+            self._count(parsed.action, "rejected").inc()
             return self._result(request, "rejected",
                                 f"SympoziumInstance {who.instance!r} does not exist in namespace "
                                 f"{who.namespace!r}")
@@ -352,11 +362,11 @@ class Router:
                     raise
                 continue  # updated a schedule deleted meanwhile: decide again
             outcome = "rejected" if decided.op == "reject" else "accepted"
-            self.metrics.router_requests.labels(action, outcome).inc()
+            self._count(action, outcome).inc()
             log.info("request handled", namespace=who.namespace, instance=who.instance,
                      action=action, outcome=outcome, schedule=decided.name, message=decided.message)
             return self._result(request, outcome, decided.message, stored)
-        self.metrics.router_requests.labels(action, "conflict").inc()
+        self._count(action, "conflict").inc()
         raise Conflict("the schedule kept changing while applying the request")
 
     async def _execute(self, decided: Plan, existing: Obj | None) -> Obj | None:
@@ -408,3 +418,10 @@ class _Turn:
         self._entry[1] -= 1
         if self._entry[1] == 0:
             del self._turns[self._key]
+
+
+def _dumps(result: dict[str, Any]) -> bytes:
+    try:
+        return orjson.dumps(result)
+    except TypeError:  # text orjson will not write (a lone surrogate in a file name): as before
+        return json.dumps(result).encode()
