@@ -189,11 +189,16 @@ async def latency(store: SQLiteStore, bus: NatsBus, ipc: Path,
             result = json.loads(answer.read_text())
             if result.get("status") != "accepted":
                 raise RuntimeError(f"request {i} was not accepted: {result}")
-            # The benchmark's own subscription may be served after the answer came back.
-            await until(lambda b=body: b["task"] in on_bus, what=f"request {i} seen on the bus")
             stored_ms.append((stored.seen[body["task"]] - renamed) * 1000)
             answered_ms.append((answered - renamed) * 1000)
-            published_ms.append((on_bus[body["task"]] - renamed) * 1000)
+            # The benchmark's own subscription may be served after the answer came back;
+            # on a loaded machine it has (rarely) never seen one at all: then that sample
+            # of the bridge's share is left out, and counted.
+            with contextlib.suppress(TimeoutError):
+                await until(lambda b=body: b["task"] in on_bus, what=f"request {i} on the bus",
+                            timeout=2.0)
+            if body["task"] in on_bus:
+                published_ms.append((on_bus[body["task"]] - renamed) * 1000)
     await sub.unsubscribe()
     return stored_ms, answered_ms, published_ms
 
