@@ -401,6 +401,7 @@ def one_repeat(options: Options, size: Size, index: int) -> dict[str, Any]:
             "loop_cpu_ms_per_request": round(raw["loop_cpu_s"] * 1000 / size.throughput, 3),
             "server_cpu_ms_per_request": round(raw["server_cpu_s"] * 1000 / size.throughput, 3),
             "busy_share": round(raw["loop_cpu_s"] / raw["drain_s"], 3),
+            "arrivals_missed": len(raw["stored_ms"]) - len(raw["published_ms"]),
             "envelope_bytes": raw["envelope_bytes"], "profile": raw["profile"]}
 
 
