@@ -19,10 +19,9 @@ import asyncio
 import contextlib
 import itertools
 import time
-from collections import OrderedDict, deque
 from collections.abc import Awaitable, Callable, Sequence
-from dataclasses import dataclass, field
 
+from sympozium_schedule.adapters.memory.streams import Consumer, Message, Stream
 from sympozium_schedule.ports.bus import (
     DEDUPE_BUCKET,
     LEGACY_SUBJECT,
@@ -38,143 +37,11 @@ from sympozium_schedule.ports.bus import (
     Delivery,
     Disposition,
     Handler,
-    PublishRefused,
     Responder,
     subject_matches,
 )
 
 Clock = Callable[[], float]
-
-
-@dataclass(slots=True)
-class _Message:
-    seq: int
-    subject: str
-    data: bytes
-    headers: dict[str, str]
-
-
-@dataclass(slots=True)
-class _Stream:
-    name: str
-    subjects: list[str]
-    work_queue: bool
-    max_msgs: int
-    max_msgs_per_subject: int
-    discard_new: bool
-    max_msg_size: int
-    duplicate_window: float
-    messages: OrderedDict[int, _Message] = field(default_factory=OrderedDict)
-    seen: dict[str, float] = field(default_factory=dict)  # message id -> stored at
-    next_seq: int = 1
-
-    def captures(self, subject: str) -> bool:
-        return any(subject_matches(pattern, subject) for pattern in self.subjects)
-
-    def store(self, subject: str, data: bytes, headers: dict[str, str], now: float) -> _Message | None:
-        """The stored message; None for a duplicate. :class:`PublishRefused` over a limit."""
-        msg_id = headers.get(MSG_ID)
-        if msg_id is not None:
-            stored_at = self.seen.get(msg_id)
-            if stored_at is not None and now - stored_at < self.duplicate_window:
-                return None
-        if self.max_msg_size >= 0 and len(data) > self.max_msg_size:
-            raise PublishRefused("the request is too large for the bus (message size exceeds "
-                                 "maximum allowed)")
-        same = [s for s, m in self.messages.items() if m.subject == subject]
-        if 0 <= self.max_msgs_per_subject <= len(same):
-            if self.discard_new:
-                raise PublishRefused("the request queue is full (maximum messages per subject "
-                                     "exceeded)")
-            for seq in same[:len(same) - self.max_msgs_per_subject + 1]:
-                del self.messages[seq]
-        if 0 <= self.max_msgs <= len(self.messages):
-            if self.discard_new:
-                raise PublishRefused("the request queue is full (maximum messages exceeded)")
-            self.messages.popitem(last=False)
-        msg = _Message(self.next_seq, subject, data, headers)
-        self.next_seq += 1
-        self.messages[msg.seq] = msg
-        if msg_id is not None:
-            self.seen[msg_id] = now
-        return msg
-
-    def last(self, subject: str) -> _Message | None:
-        for msg in reversed(self.messages.values()):
-            if msg.subject == subject:
-                return msg
-        return None
-
-
-class _Consumer:
-    """A durable consumer: what is waiting, what is out and how often it went out."""
-
-    def __init__(self, stream: _Stream, filters: Sequence[str], ack_wait: float):
-        self.stream = stream
-        self.filters = list(filters)
-        self.ack_wait = ack_wait
-        self.waiting: deque[int] = deque(s for s, m in stream.messages.items() if self.wants(m))
-        self.again: deque[int] = deque()  # nacked or timed out: before new ones
-        self.out: dict[int, int] = {}  # seq -> deliveries so far, while unacknowledged
-        self.counts: dict[int, int] = {}
-        self.wake = asyncio.Event()
-
-    def wants(self, msg: _Message) -> bool:
-        return any(subject_matches(f, msg.subject) for f in self.filters)
-
-    def offer(self, msg: _Message) -> None:
-        if self.wants(msg):
-            self.waiting.append(msg.seq)
-            self.wake.set()
-
-    def take(self, most: int) -> list[tuple[_Message, int]]:
-        taken: list[tuple[_Message, int]] = []
-        while len(taken) < most and (self.again or self.waiting):
-            seq = (self.again or self.waiting).popleft()
-            msg = self.stream.messages.get(seq)
-            if msg is None or seq in self.out:
-                continue
-            count = self.counts.get(seq, 0) + 1
-            self.counts[seq] = count
-            self.out[seq] = count
-            asyncio.get_running_loop().call_later(self.ack_wait, self._expire, seq, count)
-            taken.append((msg, count))
-        if not self.again and not self.waiting:
-            self.wake.clear()
-        return taken
-
-    def _expire(self, seq: int, count: int) -> None:
-        if self.out.get(seq) == count:  # never acknowledged: delivered again
-            self.nak(seq, 0.0)
-
-    def settle(self, seq: int, verdict: Disposition, delay: float) -> None:
-        if seq not in self.out:
-            return
-        if verdict is Disposition.NAK:
-            self.nak(seq, delay)
-            return
-        del self.out[seq]
-        self.counts.pop(seq, None)
-        if self.stream.work_queue:
-            self.stream.messages.pop(seq, None)
-
-    def nak(self, seq: int, delay: float) -> None:
-        self.out.pop(seq, None)
-
-        def again() -> None:
-            self.again.append(seq)
-            self.wake.set()
-
-        if delay > 0:
-            asyncio.get_running_loop().call_later(delay, again)
-        else:
-            again()
-
-    @property
-    def pending(self) -> tuple[int, int]:
-        """(waiting to be delivered, delivered and not yet acknowledged)."""
-        waiting = {s for s in itertools.chain(self.waiting, self.again) if s in self.stream.messages}
-        return len(waiting - set(self.out)), len(self.out)
 
 
 class _MemoryKeyValue:
@@ -204,8 +71,8 @@ class MemoryBroker:
         self.limits = limits or BusLimits()
         self.ack_wait = ack_wait
         self.clock = clock
-        self.streams: dict[str, _Stream] = {}
-        self.consumers: dict[tuple[str, str], _Consumer] = {}
+        self.streams: dict[str, Stream] = {}
+        self.consumers: dict[tuple[str, str], Consumer] = {}
         self.buckets: dict[str, dict[str, bytes]] = {}
         self._subscribers: dict[int, tuple[str, Callable[[bytes, str], None]]] = {}
         self._responders: dict[int, tuple[str, Responder]] = {}
@@ -229,7 +96,7 @@ class MemoryBroker:
 
     # --- what connections share ---------------------------------------------------------------
 
-    def capturing(self, subject: str) -> _Stream | None:
+    def capturing(self, subject: str) -> Stream | None:
         return next((s for s in self.streams.values() if s.captures(subject)), None)
 
     def deliver(self, subject: str, data: bytes) -> None:
@@ -281,11 +148,11 @@ class MemoryBroker:
         stream = self.streams.get(name)
         if stream is None:
             if work_queue:
-                stream = _Stream(name, subjects, True, lim.request_max_msgs, lim.requests_per_run,
+                stream = Stream(name, subjects, True, lim.request_max_msgs, lim.requests_per_run,
                                  True, lim.request_max_msg_size,
                                  lim.duplicate_window.total_seconds())
             else:
-                stream = _Stream(name, subjects, False, lim.result_max_msgs, 1, False, -1,
+                stream = Stream(name, subjects, False, lim.result_max_msgs, 1, False, -1,
                                  lim.duplicate_window.total_seconds())
             self.streams[name] = stream
         stream.subjects = subjects
@@ -442,7 +309,7 @@ class MemoryBus:
             raise BusUnavailable(f"cannot bind consumer {durable}: no stream {stream}")
         consumer = self.broker.consumers.get((stream, durable))
         if consumer is None:
-            consumer = _Consumer(source, subjects, self.broker.ack_wait)
+            consumer = Consumer(source, subjects, self.broker.ack_wait)
             self.broker.consumers[(stream, durable)] = consumer
         consumer.filters = list(subjects)
         inflight: set[asyncio.Task[None]] = set()
@@ -466,7 +333,7 @@ class MemoryBus:
             await asyncio.gather(*inflight, return_exceptions=True)
 
 
-async def _handle(consumer: _Consumer, msg: _Message, count: int, handler: Handler) -> None:
+async def _handle(consumer: Consumer, msg: Message, count: int, handler: Handler) -> None:
     delivery = Delivery(data=msg.data, headers=dict(msg.headers), subject=msg.subject,
                         delivered=count, stream_seq=msg.seq)
     try:

@@ -1,5 +1,5 @@
 """A request message, read: who asks (from the subject the bus vouched for), which
-request it is, what it asks, and where its answer goes. No I/O but the one lookup
+request it is, what it asks, and where its answer goes; and the answer's shape. No I/O but the one lookup
 an unscoped message may need (the namespace of its instance), done by the caller.
 
 A message no retry can make sense of is :class:`Malformed` (terminated, never
@@ -13,6 +13,8 @@ import hashlib
 import json
 from dataclasses import dataclass
 from typing import Any
+
+import orjson
 
 from sympozium_schedule.core.model import is_dns1123_label
 from sympozium_schedule.core.requests import Identity
@@ -148,3 +150,24 @@ def unscoped_request(envelope: Envelope, delivery: Delivery, namespace: str) -> 
     return Request(Identity(namespace, instance, run), str(request_id),
                    request_file if isinstance(request_file, str) else "", envelope.data,
                    result_subject(namespace, run), digest(f"unscoped/{request_id}"))
+
+
+def answer(request: Request, status: str, message: str,
+           schedule: dict[str, Any] | None = None) -> dict[str, Any]:
+    """The answer an agent gets (its ``<request>.result.json``)."""
+    summary = None
+    if schedule is not None:
+        meta, spec = schedule.get("metadata") or {}, schedule.get("spec") or {}
+        summary = {"name": meta.get("name"), "namespace": meta.get("namespace")} | {
+            k: spec.get(k) for k in ("schedule", "task", "type", "suspend", "timeZone",
+                                     "concurrencyPolicy", "includeMemory") if k in spec}
+    return {"requestId": request.request_id, "requestFile": request.request_file,
+            "status": status, "message": message, "schedule": summary}
+
+
+def encode(result: dict[str, Any]) -> bytes:
+    """An answer as it is recorded and sent."""
+    try:
+        return orjson.dumps(result)
+    except TypeError:  # text orjson will not write (a lone surrogate in a file name): as before
+        return json.dumps(result).encode()

@@ -24,13 +24,11 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import json
 import time
 from collections import OrderedDict
 from dataclasses import dataclass, field
 from typing import Any
 
-import orjson
 import structlog
 
 from sympozium_schedule.adapters.nats.bus import NatsBroker
@@ -71,10 +69,13 @@ from sympozium_schedule.runtime.router.messages import (
     Envelope,
     Malformed,
     Request,
+    answer,
+    encode,
     envelope_of,
     scoped_request,
     unscoped_request,
 )
+from sympozium_schedule.runtime.router.turns import Turn
 
 log = structlog.get_logger("router")
 # Records this router stored lately, for requests whose record was read before their
@@ -251,8 +252,8 @@ class Router:
                 action, outcome)
         return child
 
-    def _turn(self, key: tuple[str, str]) -> _Turn:
-        return _Turn(self._turns, key)
+    def _turn(self, key: tuple[str, str]) -> Turn:
+        return Turn(self._turns, key)
 
     async def _request(self, envelope: Envelope, delivery: Delivery) -> Request:
         if not envelope.scoped:
@@ -290,7 +291,7 @@ class Router:
         if payload is not None:
             return payload  # answered before: say it again, word for word, apply nothing
         result = await self._apply(request, delivery)
-        payload = _dumps(result)
+        payload = encode(result)
         await self._kv.put(key, payload)
         self._recorded[key] = payload
         if len(self._recorded) > RECORDED:
@@ -308,29 +309,18 @@ class Router:
         self.metrics.router_latency.observe(time.perf_counter() - started)
         return Disposition.ACK, 0.0
 
-    def _result(self, request: Request, status: str, message: str,
-                schedule: Obj | None = None) -> dict[str, Any]:
-        summary = None
-        if schedule is not None:
-            meta, spec = schedule.get("metadata") or {}, schedule.get("spec") or {}
-            summary = {"name": meta.get("name"), "namespace": meta.get("namespace")} | {
-                k: spec.get(k) for k in ("schedule", "task", "type", "suspend", "timeZone",
-                                         "concurrencyPolicy", "includeMemory") if k in spec}
-        return {"requestId": request.request_id, "requestFile": request.request_file,
-                "status": status, "message": message, "schedule": summary}
-
     async def _apply(self, request: Request, delivery: Delivery) -> dict[str, Any]:
         who = request.who
         if request.refusal is not None:
-            return self._result(request, "rejected", request.refusal)
+            return answer(request, "rejected", request.refusal)
         try:
             parsed = parse_request(request.data, self.settings.limits)
         except RequestError as exc:
             self._count("invalid", "rejected").inc()
-            return self._result(request, "rejected", str(exc))
+            return answer(request, "rejected", str(exc))
         if not await self.directory.instance_exists(who.namespace, who.instance):
             self._count(parsed.action, "rejected").inc()
-            return self._result(request, "rejected",
+            return answer(request, "rejected",
                                 f"SympoziumInstance {who.instance!r} does not exist in namespace "
                                 f"{who.namespace!r}")
         # The caller holds this instance's turn: its cap is counted and its schedules
@@ -365,7 +355,7 @@ class Router:
             self._count(action, outcome).inc()
             log.info("request handled", namespace=who.namespace, instance=who.instance,
                      action=action, outcome=outcome, schedule=decided.name, message=decided.message)
-            return self._result(request, outcome, decided.message, stored)
+            return answer(request, outcome, decided.message, stored)
         self._count(action, "conflict").inc()
         raise Conflict("the schedule kept changing while applying the request")
 
@@ -387,41 +377,3 @@ class Router:
             self.directory.deleted(existing)
             return None
         return existing if decided.op == "noop" else None
-
-
-class _Turn:
-    """A FIFO lock per instance, dropped when nobody holds or waits for it (a class
-    rather than a generator-based context manager: it is taken for every request)."""
-
-    __slots__ = ("_entry", "_key", "_turns")
-
-    def __init__(self, turns: dict[tuple[str, str], list[Any]], key: tuple[str, str]):
-        self._turns, self._key = turns, key
-        entry = turns.get(key)
-        if entry is None:
-            entry = turns[key] = [asyncio.Lock(), 0]
-        entry[1] += 1
-        self._entry = entry
-
-    async def __aenter__(self) -> None:
-        try:
-            await self._entry[0].acquire()
-        except BaseException:
-            self._leave()
-            raise
-
-    async def __aexit__(self, *exc: object) -> None:
-        self._entry[0].release()
-        self._leave()
-
-    def _leave(self) -> None:
-        self._entry[1] -= 1
-        if self._entry[1] == 0:
-            del self._turns[self._key]
-
-
-def _dumps(result: dict[str, Any]) -> bytes:
-    try:
-        return orjson.dumps(result)
-    except TypeError:  # text orjson will not write (a lone surrogate in a file name): as before
-        return json.dumps(result).encode()
