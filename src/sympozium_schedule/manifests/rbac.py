@@ -25,8 +25,9 @@ def rbac_rules() -> list[dict[str, Any]]:
     """The ClusterRole's rules: exactly the requests KubernetesStore makes for the controller
     and the router, in any namespace (lightkube: replace is PUT = update, patch is patch)."""
     return [
-        # controller: informer (list, watch) and refresh (get); router: get, list, create,
-        # update, and delete (a get first checks the uid, since lightkube sends no precondition).
+        # controller: informer (list, watch) and refresh (get); router: its directory's informer
+        # of agent schedules (list, watch), get (after a conflict, or a name its cache lacks),
+        # create, update, and delete (a get first checks the uid: lightkube sends no precondition).
         _rule(GROUP, "sympoziumschedules", ["get", "list", "watch", "create", "update", "delete"]),
         # controller: the status, as one merge patch with a resourceVersion precondition.
         _rule(GROUP, "sympoziumschedules/status", ["patch"]),
@@ -38,8 +39,8 @@ def rbac_rules() -> list[dict[str, Any]]:
         # controller: informer; create per tick, get when the name is taken (AlreadyExists),
         # delete for Replace and the history limits.
         _rule(GROUP, "agentruns", ["get", "list", "watch", "create", "delete"]),
-        # controller: informer; router: get (does the requester exist?), list (the namespace
-        # of an instance when an older bridge sends none).
+        # controller and the router's directory: informer; router: get (does the requester
+        # exist? asked when its cache lacks the instance).
         _rule(GROUP, "sympoziuminstances", ["get", "list", "watch"]),
         # controller: the informer of memory ConfigMaps (label-selected; RBAC cannot narrow
         # by label).

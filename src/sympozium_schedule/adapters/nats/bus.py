@@ -105,7 +105,7 @@ class NatsBus:
         self._streams = Streams(nc, js, self.limits)
         self._answers: AtomicPublisher | None = None
         self._buckets: list[NatsKeyValue] = []
-        self._reconnected = asyncio.Event()
+        self._reconnect_hooks: list[Callable[[], None]] = []
 
     @classmethod
     async def connect(cls, url: str, *, name: str, timeout: float = 2.0,
@@ -133,10 +133,12 @@ class NatsBus:
             options["inbox_prefix"] = inbox_prefix
         if callable(credential):
             options["disconnected_cb"] = refresh
-        reconnected = asyncio.Event()  # for the consumer: its pull request went with the link
+        # The consumer's: its pull request went with the old connection.
+        hooks: list[Callable[[], None]] = []
 
         async def on_reconnected() -> None:
-            reconnected.set()
+            for hook in list(hooks):
+                hook()
             if on_reconnect is not None:
                 await on_reconnect()
 
@@ -155,7 +157,7 @@ class NatsBus:
             raise BusUnavailable(f"cannot connect to NATS at {url}: {why(exc)}") from exc
         nc_holder.append(nc)
         bus = cls(nc, nc.jetstream(timeout=timeout), limits=limits, batched=batched)
-        bus._reconnected = reconnected
+        bus._reconnect_hooks = hooks
         return bus
 
     @property
@@ -287,7 +289,7 @@ class NatsBus:
         consumer = DurableConsumer(self.nc, self.js, self.limits, stream=stream, durable=durable,
                                    subjects=subjects,
                                    restore=restore_streams if restore is not None else None,
-                                   reconnected=self._reconnected)
+                                   reconnect_hooks=self._reconnect_hooks)
         await consumer.run(handler, batch=batch, concurrency=concurrency)
 
 

@@ -54,7 +54,7 @@ class DurableConsumer:
     def __init__(self, nc: Client, js: JetStreamContext, limits: BusLimits, *, stream: str,
                  durable: str, subjects: Sequence[str],
                  restore: Callable[[], Awaitable[str]] | None = None,
-                 reconnected: asyncio.Event | None = None):
+                 reconnect_hooks: list[Callable[[], None]] | None = None):
         self._nc = nc
         self._js = js
         self._limits = limits
@@ -62,7 +62,7 @@ class DurableConsumer:
         self._durable = durable
         self._subjects = list(subjects)
         self._restore = restore
-        self._reconnected = reconnected or asyncio.Event()
+        self._reconnect_hooks = reconnect_hooks if reconnect_hooks is not None else []
 
     async def _bind(self) -> None:
         """Create the durable if it is missing (or point it at the subjects)."""
@@ -100,16 +100,19 @@ class DurableConsumer:
         # on their way while the last ones are being handled.
         room = max(1, min(batch, concurrency) // 2)
         number, issued = 0, 0.0
+        self._reconnect_hooks.append(pulls.reconnected)
         try:
             while True:
                 if pulls.heal:
                     pulls.heal = False
                     await self._heal()
                     continue
-                free = concurrency - len(pulls.inflight)
-                if pulls.outstanding == 0 and (free >= room or not pulls.inflight):
+                if pulls.relink:
+                    pulls.relink = False
+                    pulls.outstanding = 0  # the request went with the old connection
+                if pulls.outstanding == 0 and self._room(pulls, concurrency, room):
                     number += 1
-                    size = max(1, min(batch, free))
+                    size = max(1, min(batch, concurrency - len(pulls.inflight)))
                     pulls.ask(f"{inbox}.{number}", size)
                     issued = loop.time()
                     try:
@@ -119,22 +122,33 @@ class DurableConsumer:
                         log.info("pull request failed, retrying", error=why(exc))
                         pulls.outstanding = 0
                         await asyncio.sleep(0.5)
-                        continue
+                    continue  # look again: the request may have ended meanwhile
+                # Cleared, then the state checked again with no await between: a wake
+                # that came while the request was being sent is not lost.
                 pulls.wake.clear()
-                self._reconnected.clear()
+                if pulls.heal or pulls.relink or (
+                        pulls.outstanding == 0 and self._room(pulls, concurrency, room)):
+                    continue
                 timeout = None
                 if pulls.outstanding:
                     timeout = max(0.0, issued + EXPIRES + GRACE - loop.time())
-                if not await _either(pulls.wake, self._reconnected, timeout):
+                try:
+                    async with asyncio.timeout(timeout):
+                        await pulls.wake.wait()
+                except TimeoutError:
                     pulls.outstanding = 0  # never ended by the server: ask again
-                if self._reconnected.is_set():
-                    pulls.outstanding = 0  # the request went with the old connection
         finally:
+            with contextlib.suppress(ValueError):
+                self._reconnect_hooks.remove(pulls.reconnected)
             for task in pulls.inflight:
                 task.cancel()
             await asyncio.gather(*pulls.inflight, return_exceptions=True)
             with contextlib.suppress(Exception):
                 await sub.unsubscribe()
+
+    @staticmethod
+    def _room(pulls: _Pulls, concurrency: int, room: int) -> bool:
+        return concurrency - len(pulls.inflight) >= room or not pulls.inflight
 
     async def _heal(self) -> None:
         if not self._nc.is_connected:
@@ -169,6 +183,11 @@ class _Pulls:
         self.outstanding = 0  # messages the request out may still bring
         self.reply = ""
         self.heal = False
+        self.relink = False
+
+    def reconnected(self) -> None:
+        self.relink = True
+        self.wake.set()
 
     def ask(self, reply: str, size: int) -> None:
         self.reply, self.outstanding = reply, size
@@ -200,19 +219,6 @@ class _Pulls:
                      reason=headers.get("Description", ""))
         self.outstanding = 0
         self.wake.set()
-
-
-async def _either(first: asyncio.Event, second: asyncio.Event, timeout: float | None) -> bool:
-    """Wait until either event is set (True) or ``timeout`` passes (False)."""
-    if first.is_set() or second.is_set():
-        return True
-    waits = {asyncio.ensure_future(first.wait()), asyncio.ensure_future(second.wait())}
-    try:
-        done, _ = await asyncio.wait(waits, timeout=timeout, return_when=asyncio.FIRST_COMPLETED)
-    finally:
-        for wait in waits:
-            wait.cancel()
-    return bool(done)
 
 
 async def _handle(msg: Msg, handler: Handler) -> None:
