@@ -90,3 +90,28 @@ async def test_the_repeated_answer_is_the_first_one(system: System, alice: Agent
     again = json.loads(await asyncio.wait_for(answers.get(), TIMEOUT))
     assert again == first
     assert system.store.revision() == revision
+
+
+async def test_two_copies_in_hand_at_once_are_applied_once(system: System, alice: Agent) -> None:
+    """Both copies are fetched together and read the record before either's turn comes
+    (an earlier request of alice holds it): the second finds what the first stored."""
+    bus = await system.port_bus()
+    answers: asyncio.Queue[bytes] = asyncio.Queue()
+
+    async def collect(data: bytes, subject: str) -> None:
+        answers.put_nowait(data)
+
+    await bus.subscribe(alice.subjects.answer("req-1"), collect)
+    revision = system.store.revision()
+    earlier = {"name": "first", "action": "create", "schedule": "@hourly", "task": "first"}
+    await asyncio.gather(
+        system.publish_request(alice, earlier, request_file="schedule-0.json", request_id="req-0"),
+        system.publish_raw(alice, create_envelope(alice), msg_id="copy-1"),
+        system.publish_raw(alice, create_envelope(alice), msg_id="copy-2"))
+
+    first = json.loads(await asyncio.wait_for(answers.get(), TIMEOUT))
+    second = json.loads(await asyncio.wait_for(answers.get(), TIMEOUT))
+    assert_answer(first, "accepted", "created")
+    assert second == first, "the copy was applied again instead of answered from the record"
+    await system.drained()
+    assert system.store.revision() == revision + 2

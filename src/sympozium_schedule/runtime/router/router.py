@@ -25,7 +25,6 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import time
-from collections import OrderedDict
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -78,9 +77,6 @@ from sympozium_schedule.runtime.router.messages import (
 from sympozium_schedule.runtime.router.turns import Turn
 
 log = structlog.get_logger("router")
-# Records this router stored lately, for requests whose record was read before their
-# turn came; more than the deliveries that can be in flight at once (max_ack_pending).
-RECORDED = 8192
 
 
 @dataclass(frozen=True, slots=True)
@@ -121,7 +117,10 @@ class Router:
         self._bus: BusConnection | None = None
         self._kv: KeyValue | None = None
         self._turns: dict[tuple[str, str], list[Any]] = {}
-        self._recorded: OrderedDict[str, bytes] = OrderedDict()
+        # Requests whose record was read before their turn came (deliveries in hand), and
+        # the records this router stored for them since.
+        self._early: dict[str, int] = {}
+        self._since: dict[str, bytes] = {}
         self._counters: dict[tuple[str, str], Any] = {}
         self._repair = asyncio.Event()
 
@@ -222,16 +221,27 @@ class Router:
                 if not envelope.scoped:  # one answer subject per run: answers keep their order
                     return await self._publish(request, payload, started)
         finally:
-            if early is not None and not early.done():
-                early.cancel()
+            if early is not None:
+                self._early_done(request.dedupe_key if request is not None else "", early)
         return await self._publish(request, payload, started)
 
     def _early_record(self, key: str) -> asyncio.Future[bytes | None]:
         assert self._kv is not None
+        self._early[key] = self._early.get(key, 0) + 1
         early = asyncio.ensure_future(self._kv.get(key))
         # Its trouble is met where it is awaited; a handler stopped before that never asks.
         early.add_done_callback(lambda f: f.cancelled() or f.exception())
         return early
+
+    def _early_done(self, key: str, early: asyncio.Future[bytes | None]) -> None:
+        if not early.done():
+            early.cancel()
+        left = self._early.get(key, 0) - 1
+        if left > 0:
+            self._early[key] = left
+        else:
+            self._early.pop(key, None)
+            self._since.pop(key, None)
 
     def _bus_trouble(self, exc: BusUnavailable) -> tuple[Disposition, float]:
         log.info("bus trouble, request will be redelivered", error=str(exc))
@@ -282,20 +292,19 @@ class Router:
         """The answer: the one recorded for this request, or the outcome of applying
         it now, recorded before it is said. ``early``: the record as read before the
         turn came; what this router recorded since then (another delivery of the same
-        request, a copy published again) is in ``_recorded``."""
+        request, a copy published again) is in ``_since``."""
         assert self._kv is not None
         key = request.dedupe_key
         payload = await early if early is not None else await self._kv.get(key)
         if payload is None:
-            payload = self._recorded.get(key)
+            payload = self._since.get(key)
         if payload is not None:
             return payload  # answered before: say it again, word for word, apply nothing
         result = await self._apply(request, delivery)
         payload = encode(result)
         await self._kv.put(key, payload)
-        self._recorded[key] = payload
-        if len(self._recorded) > RECORDED:
-            self._recorded.popitem(last=False)
+        if key in self._early:
+            self._since[key] = payload
         return payload
 
     async def _publish(self, request: Request, payload: bytes,
