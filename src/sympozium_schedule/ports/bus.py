@@ -12,7 +12,8 @@ bridge may publish only on ``sympozium.schedule.request.<ns>.<instance>.<run>`` 
 receive only ``sympozium.schedule.result.<ns>.<run>.<request id>``. The router reads
 who asked from the subject the bus let through, not from the message.
 
-Contract: typing and pure functions only, no I/O.
+Contract: typing and pure functions only, no I/O (``envelope`` stamps the time it
+is given, else the current one).
 """
 
 from __future__ import annotations
