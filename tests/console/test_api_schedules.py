@@ -9,7 +9,8 @@ from typing import Any
 import pytest
 import yaml
 
-from sympozium_schedule.cli.validate import Source, check
+from sympozium_schedule.cli.manifest_files import Source
+from sympozium_schedule.cli.validate import check
 from sympozium_schedule.core.model import Kind
 from sympozium_schedule.ports.store import Ref
 from tests.console.conftest import Api, instance, schedule

@@ -40,7 +40,8 @@ from hypothesis import strategies as st
 
 from sympozium_schedule.cli.errors import one_line
 from sympozium_schedule.cli.main import app
-from sympozium_schedule.cli.validate import Source, check, read_sources
+from sympozium_schedule.cli.manifest_files import Source, read_sources
+from sympozium_schedule.cli.validate import check
 from sympozium_schedule.core.cron import compile_schedule
 from sympozium_schedule.core.errors import SpecError
 from tests.fuzz import corpus

@@ -91,6 +91,16 @@ async def test_every_call_is_permitted_and_every_grant_is_used(
             assert answer["status"] == "accepted", answer
     finally:
         await agent.stop()
+    # A run of an instance the router's cache does not hold: the router asks the API server
+    # (a get), which has none either.
+    ghost = await Agent.start(tmp_path / "ghost-runs", nats_url=nats_url, instance="ghost",
+                              namespace=space.name, run="ghost-run-1")
+    try:
+        answer = await ghost.ask(name="haunt", action="create", schedule="@every 10m", task="Boo.")
+        assert answer["status"] == "rejected", answer
+        assert "does not exist" in answer["message"], answer
+    finally:
+        await ghost.stop()
     # Sympozium's older bridge sends no namespace: the router looks the instance up (by a
     # name no other test's namespace has: the API server is shared by the session).
     solo = space.instance(f"solo-{space.name}"[:63].rstrip("-"))["metadata"]["name"]

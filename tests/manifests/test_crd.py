@@ -25,7 +25,7 @@ from sympozium_schedule.core.model import (
     ScheduleView,
     format_time,
 )
-from sympozium_schedule.manifests import generate
+from sympozium_schedule.manifests import crd_spec, generate
 from tests.manifests.schemas import CrdValidator, structural_problems
 
 REPO_ROOT = Path(__file__).resolve().parents[2]
@@ -209,9 +209,9 @@ def test_each_property_is_as_specified(alias: str, expected: dict[str, Any]) -> 
 def test_a_field_without_a_description_fails_generation(monkeypatch: pytest.MonkeyPatch) -> None:
     descriptions = dict(generate.SPEC_DESCRIPTIONS)
     del descriptions["firstTick"]
-    monkeypatch.setattr(generate, "SPEC_DESCRIPTIONS", descriptions)
+    monkeypatch.setattr(crd_spec, "SPEC_DESCRIPTIONS", descriptions)
     with pytest.raises(ValueError, match=r"spec\.firstTick has no description"):
-        generate.spec_schema()
+        crd_spec.spec_schema()
 
 
 @pytest.mark.parametrize("prop", [

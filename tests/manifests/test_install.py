@@ -366,7 +366,7 @@ def test_the_http_port_is_the_runtimes() -> None:
 
 
 def test_the_install_turns_the_console_on_at_its_port() -> None:
-    from sympozium_schedule.cli.main import _console_settings
+    from sympozium_schedule.cli.scheduler import _console_settings
 
     env = {e["name"]: e for e in CONTAINER["env"]}
     address = env[generate.CONSOLE_ADDRESS_ENV]["value"]

@@ -3,12 +3,19 @@ shipped authentication (the auth callout, served here as ``run`` serves it), the
 Router and one IPC bridge per agent (in-process tasks, each with its run's own
 credential), a SQLite store on ``tmp_path``.
 
-Every test gets its own store, router and bridges. The NATS server is one per module
-(test_faults overrides ``shared_nats`` to start one per test, which it stops and
-kills); after each test its streams, the router's durable and the key-value bucket
-are deleted, so nothing (not even JetStream's duplicate window) carries over.
-Nothing sleeps for a fixed time: :func:`eventually` polls. Test modules run in a
-module-scoped event loop (``pytestmark``), the shared server's loop.
+A module marked ``memory_bus`` (the router's and the bridge's logic: actions,
+guardrails, scope, idempotency, the IPC folder) runs on the in-memory bus instead,
+which tests/bus holds to NATS's behaviour; what only a real server can show (who may
+connect and publish where, bounds, faults, malformed traffic on the wire) stays on
+the real one.
+
+Every test gets its own store, router and bridges (and in-memory bus). The NATS
+server is one per module (test_faults overrides ``shared_nats`` to start one per
+test, which it stops and kills); after each test its streams, the router's durable
+and the key-value bucket are deleted, so nothing (not even JetStream's duplicate
+window) carries over. Nothing sleeps for a fixed time: :func:`eventually` polls.
+Test modules run in a module-scoped event loop (``pytestmark``), the shared
+server's loop.
 """
 
 from __future__ import annotations
@@ -29,25 +36,25 @@ import pytest_asyncio
 from nats.js import api
 
 from sympozium_schedule.adapters.ipc import new_request_id
-from sympozium_schedule.adapters.nats.bus import (
-    DEDUPE_BUCKET,
-    ROUTER_DURABLE,
-    Bus,
-    Credential,
-    envelope,
-)
+from sympozium_schedule.adapters.memory import MemoryBroker
+from sympozium_schedule.adapters.nats.bus import NatsBroker, NatsBus
 from sympozium_schedule.adapters.nats.callout import RunTokens
 from sympozium_schedule.adapters.nats.server import BusAuth, EmbeddedNats
-from sympozium_schedule.adapters.nats.subjects import (
-    REQUEST_STREAM,
-    REQUEST_SUBJECTS,
-    RESULT_STREAM,
-    RunSubjects,
-)
 from sympozium_schedule.adapters.sqlite import SQLiteStore
 from sympozium_schedule.agents.schedule_task import result_path, schedule_task, write_request
 from sympozium_schedule.core.model import API_VERSION, LABEL_INSTANCE, Kind
 from sympozium_schedule.core.requests import Limits
+from sympozium_schedule.ports.bus import (
+    DEDUPE_BUCKET,
+    REQUEST_STREAM,
+    REQUEST_SUBJECTS,
+    RESULT_STREAM,
+    ROUTER_DURABLE,
+    BusConnection,
+    Credential,
+    RunSubjects,
+    envelope,
+)
 from sympozium_schedule.ports.store import NotFound, Obj, Ref
 from sympozium_schedule.runtime.app import serve_callout
 from sympozium_schedule.runtime.bridge import Bridge, BridgeSettings
@@ -174,31 +181,34 @@ class SecureNats:
             self._callout = None
         await self.server.stop()
 
-    async def connect(self, name: str) -> Bus:
+    async def connect(self, name: str) -> NatsBus:
         """A connection of the scheduler's own (the router's login)."""
-        return await Bus.connect(self.url, name=name,
-                                 credential=Credential(nkey_seed=self.auth.router_seed))
+        return await NatsBus.connect(self.url, name=name,
+                                     credential=Credential(nkey_seed=self.auth.router_seed))
 
-    async def connect_as(self, run: RunSubjects, name: str = "as-agent") -> Bus:
+    async def connect_as(self, run: RunSubjects, name: str = "as-agent") -> NatsBus:
         """A connection with a credential of ``run``'s own, as its bridge holds."""
         token = self.tokens.mint(run)
-        return await Bus.connect(self.url, name=name, credential=Credential(token=token),
-                                 inbox_prefix=run.inbox)
+        return await NatsBus.connect(self.url, name=name, credential=Credential(token=token),
+                                     inbox_prefix=run.inbox)
 
 
 class System:
-    """The NATS server, the store, the router and the agents' bridges of one test."""
+    """The bus (a NATS server, or in memory), the store, the router and the agents'
+    bridges of one test."""
 
-    def __init__(self, root: Path, limits: Limits, *, shared: SecureNats | None = None):
+    def __init__(self, root: Path, limits: Limits, *, shared: SecureNats | None = None,
+                 memory: MemoryBroker | None = None):
         self.root = root
         self.limits = limits
         self.shared = shared is not None
+        self.memory = memory
         self.nats = shared or SecureNats(root / "nats")
         self.store = SQLiteStore(root / "store.db")
         self.routers: list[tuple[Router, asyncio.Task[None]]] = []
         self.agents: list[Agent] = []
-        self._bus: Bus | None = None
-        self._agent_buses: dict[str, Bus] = {}
+        self._bus: BusConnection | None = None
+        self._agent_buses: dict[str, BusConnection] = {}
 
     # --- NATS -------------------------------------------------------------------------------
 
@@ -224,26 +234,41 @@ class System:
         """The same port and the same JetStream directory, as a restarted pod would have."""
         await self.start_nats(port=self.port)
 
-    async def bus(self) -> Bus:
-        """A trusted connection of the test's own, for inspection and setup."""
+    @property
+    def broker(self) -> MemoryBroker | NatsBroker:
+        """Where the router and the bridges connect."""
+        return self.memory if self.memory is not None else NatsBroker(self.url)
+
+    async def bus(self) -> NatsBus:
+        """A trusted connection of the test's own to the NATS server, for inspection."""
+        assert self.memory is None, "the in-memory bus has no server: use port_bus()"
         if self._bus is None:
             self._bus = await self.nats.connect("selfsched-test")
+        assert isinstance(self._bus, NatsBus)
         return self._bus
 
-    async def agent_bus(self, agent: Agent) -> Bus:
+    async def port_bus(self) -> BusConnection:
+        """A trusted connection of the test's own, on whichever bus this test has."""
+        if self.memory is not None:
+            if self._bus is None:
+                self._bus = await self.memory.connect(name="selfsched-test")
+            return self._bus
+        return await self.bus()
+
+    async def agent_bus(self, agent: Agent) -> BusConnection:
         """A connection holding ``agent``'s run credential (a second one, as a copy of
-        its sidecar's token would give)."""
+        its sidecar's token would give; in memory, any connection)."""
         if agent.run not in self._agent_buses:
-            self._agent_buses[agent.run] = await self.nats.connect_as(agent.subjects)
+            self._agent_buses[agent.run] = (
+                await self.memory.connect(name="as-agent") if self.memory is not None
+                else await self.nats.connect_as(agent.subjects))
         return self._agent_buses[agent.run]
 
     async def publish_raw(self, agent: Agent, payload: bytes, *, msg_id: str | None = None) -> bool:
         """Publish straight to ``agent``'s request subject with its credential, bypassing
-        its bridge. True if JetStream stored it as new."""
+        its bridge. True if the bus stored it as new."""
         bus = await self.agent_bus(agent)
-        headers = {"Nats-Msg-Id": msg_id} if msg_id is not None else None
-        ack = await bus.js.publish(agent.subjects.request, payload, headers=headers, timeout=5.0)
-        return not ack.duplicate
+        return await bus.publish(agent.subjects.request, payload, msg_id=msg_id, timeout=5.0)
 
     async def publish_request(self, agent: Agent, body: Any, *, request_file: str,
                               request_id: str | None = None, msg_id: str | None = None,
@@ -258,19 +283,26 @@ class System:
         info: api.ConsumerInfo = await bus.js.consumer_info(REQUEST_STREAM, ROUTER_DURABLE)
         return info
 
-    async def drained(self) -> api.ConsumerInfo:
-        """Wait until the router's durable has nothing left to deliver or to ack."""
-        async def idle() -> api.ConsumerInfo | None:
-            info = await self.consumer()
-            return info if info.num_pending == 0 and info.num_ack_pending == 0 else None
+    async def pending(self) -> tuple[int, int]:
+        """The router's durable: (waiting to be delivered, delivered and not yet acked)."""
+        if self.memory is not None:
+            return self.memory.pending(REQUEST_STREAM, ROUTER_DURABLE)
+        info = await self.consumer()
+        return info.num_pending or 0, info.num_ack_pending or 0
 
-        info: api.ConsumerInfo = await eventually(idle, what="the router's consumer to drain")
-        return info
+    async def drained(self) -> api.ConsumerInfo | None:
+        """Wait until the router's durable has nothing left to deliver or to ack (the
+        durable's info on NATS)."""
+        await eventually(lambda: self._idle(), what="the router's consumer to drain")
+        return await self.consumer() if self.memory is None else None
+
+    async def _idle(self) -> bool:
+        return await self.pending() == (0, 0)
 
     async def published_answers(self, agent: Agent, request_files: list[str]) -> list[dict[str, Any]]:
         """The router's answers to ``request_files`` as the result stream holds them (what
         the bridge turns into result files), read by a subscription of the test's own."""
-        bus = await self.bus()
+        bus = await self.port_bus()
         answers: dict[str, list[dict[str, Any]]] = {}
 
         async def collect(data: bytes) -> None:
@@ -281,12 +313,16 @@ class System:
         try:
             await eventually(lambda: set(request_files) <= set(answers),
                              what=f"answers to all {len(request_files)} requests in the result stream")
-            info = await bus.js.stream_info(RESULT_STREAM)
-            assert info.state.messages == len(answers), "one answer per request, no more"
+            assert await self._answers_stored() == len(answers), "one answer per request, no more"
         finally:
             await sub.unsubscribe()
         assert all(len(a) == 1 for a in answers.values()), answers
         return [answers[name][0] for name in request_files]
+
+    async def _answers_stored(self) -> int:
+        if self.memory is not None:
+            return len(self.memory.streams[RESULT_STREAM].messages)
+        return int((await (await self.bus()).js.stream_info(RESULT_STREAM)).state.messages)
 
     async def prepare_consumer(self, *, ack_wait: float) -> None:
         """Create the router's durable before the router does, with a shorter ack_wait.
@@ -314,8 +350,9 @@ class System:
     async def start_router(self, **settings: Any) -> Router:
         """A Router on the shipped durable (one more, if some already run)."""
         router = Router(self.store, RouterSettings(
-            nats_url=self.url, limits=self.limits,
-            credential=Credential(nkey_seed=self.nats.auth.router_seed), **settings))
+            nats_url=self.url if self.memory is None else "memory", limits=self.limits,
+            credential=Credential(nkey_seed=self.nats.auth.router_seed), **settings),
+            broker=self.memory)  # None: the router's own connection to the server, with its limits
         task = asyncio.create_task(router.run(), name="router")
         self.routers.append((router, task))
         await eventually(lambda: router.ready.is_set() or task.done(), what="the router to be ready")
@@ -354,14 +391,16 @@ class System:
         (ipc / "schedules").mkdir(parents=True, exist_ok=True)  # as the runner prepares it
         token = self.nats.tokens.mint(RunSubjects(NAMESPACE, instance, run))
         bridge = Bridge(BridgeSettings(ipc_path=ipc, agent_run_id=run, instance=instance,
-                                       namespace=NAMESPACE, nats_url=self.url,
+                                       namespace=NAMESPACE,
+                                       nats_url=self.url if self.memory is None else "memory",
                                        max_request_bytes=self.limits.max_request_bytes,
-                                       token=token))
+                                       token=token), broker=self.broker)
         agent = Agent(instance, run, ipc, bridge, asyncio.create_task(bridge.run(), name=run))
         self.agents.append(agent)
-        # The bridge has no readiness signal. A file it answers by itself (not JSON)
-        # proves that its watcher and its publish loop (which starts once it follows
-        # its results) both run; then the probe is cleared away.
+        await eventually(lambda: bridge.ready.is_set() or agent.task.done(),
+                         what=f"{run}'s bridge to watch and forward")
+        # A file it answers by itself (not JSON) proves that its watcher and its publish
+        # loop both run; then the probe is cleared away.
         probe = agent.drop(PROBE, b"probe")
         await agent.answer(probe)
         result_path(probe).unlink()
@@ -413,7 +452,7 @@ class System:
                     await self._forget_jetstream()
             finally:
                 await self._close_buses()
-                if not self.shared:
+                if not self.shared and self.memory is None:
                     await self.nats.close()
                 await self.store.close()
 
@@ -437,8 +476,10 @@ async def _stop(router: Router, task: asyncio.Task[None], grace: float) -> bool:
         task.cancel()
         await asyncio.wait({task}, timeout=grace)
         stuck = router._bus
-        if stuck is not None:
+        if isinstance(stuck, NatsBus):
             await stuck.nc.close()
+        elif stuck is not None:
+            await stuck.close()
     if task.done() and not task.cancelled() and task.exception() is not None:
         raise AssertionError("the router failed") from task.exception()
     return bool(done)
@@ -456,8 +497,21 @@ def ack_wait() -> float | None:
     return None
 
 
+def pytest_configure(config: pytest.Config) -> None:
+    config.addinivalue_line("markers", "memory_bus: the module's tests run on the in-memory bus "
+                                       "(no NATS server is started)")
+
+
+def in_memory(request: pytest.FixtureRequest) -> bool:
+    return request.node.get_closest_marker("memory_bus") is not None
+
+
 @pytest_asyncio.fixture(scope="module", loop_scope="module")
-async def shared_nats(tmp_path_factory: pytest.TempPathFactory) -> AsyncIterator[SecureNats | None]:
+async def shared_nats(tmp_path_factory: pytest.TempPathFactory,
+                      request: pytest.FixtureRequest) -> AsyncIterator[SecureNats | None]:
+    if in_memory(request):
+        yield None
+        return
     server = SecureNats(tmp_path_factory.mktemp("nats"))
     try:
         await server.start()
@@ -474,10 +528,12 @@ def router_settings() -> dict[str, Any]:
 
 @pytest_asyncio.fixture(loop_scope="module")
 async def system(tmp_path: Path, limits: Limits, ack_wait: float | None,
-                 shared_nats: SecureNats | None, router_settings: dict[str, Any]) -> AsyncIterator[System]:
-    system = System(tmp_path, limits, shared=shared_nats)
+                 shared_nats: SecureNats | None, router_settings: dict[str, Any],
+                 request: pytest.FixtureRequest) -> AsyncIterator[System]:
+    memory = MemoryBroker() if in_memory(request) else None
+    system = System(tmp_path, limits, shared=shared_nats, memory=memory)
     try:
-        if shared_nats is None:
+        if shared_nats is None and memory is None:
             await system.start_nats()
         await system.add_instance("alice")
         await system.add_instance("bob")

@@ -20,7 +20,8 @@ from tests.selfsched.conftest import (
     eventually,
 )
 
-pytestmark = pytest.mark.asyncio(loop_scope="module")
+# The router's and the bridge's logic: on the in-memory bus (see conftest).
+pytestmark = [pytest.mark.asyncio(loop_scope="module"), pytest.mark.memory_bus]
 
 HOURLY: dict[str, Any] = {"schedule": "@hourly", "task": "check the cluster and report anything unusual"}
 

@@ -15,7 +15,8 @@ from sympozium_schedule.core.model import LABEL_SOURCE
 from sympozium_schedule.core.requests import ANNOTATION_REQUESTED_BY
 from tests.selfsched.conftest import TIMEOUT, Agent, System
 
-pytestmark = pytest.mark.asyncio(loop_scope="module")
+# The router's and the bridge's logic: on the in-memory bus (see conftest).
+pytestmark = [pytest.mark.asyncio(loop_scope="module"), pytest.mark.memory_bus]
 
 FOLLOWUP = {"action": "create", "name": "followup", "schedule": "@every 1h",
             "task": "follow up on the disk alert"}

@@ -11,7 +11,8 @@ import pytest
 from sympozium_schedule.core.requests import Limits
 from tests.selfsched.conftest import Agent, System, assert_answer
 
-pytestmark = pytest.mark.asyncio(loop_scope="module")
+# The router's and the bridge's logic: on the in-memory bus (see conftest).
+pytestmark = [pytest.mark.asyncio(loop_scope="module"), pytest.mark.memory_bus]
 
 TASK = "check the cluster"
 CAP_OF_2 = pytest.mark.parametrize("limits", [pytest.param(Limits(max_schedules_per_instance=2),
@@ -29,6 +30,18 @@ async def test_the_per_instance_cap_rejects_one_more(system: System, alice: Agen
 
     assert_answer(answer, "rejected", "already has 2 schedules", "the limit is 2", "Delete one first")
     assert await system.snapshot() == before
+
+
+@pytest.mark.parametrize("limits", [pytest.param(Limits(max_schedules_per_instance=5), id="cap-5")])
+async def test_a_burst_of_creates_never_passes_the_cap(system: System, alice: Agent) -> None:
+    """Twelve creates written at once, handled as fast as the router can: the first five
+    (in the order written) are accepted, the rest refused, nothing more is stored."""
+    files = [alice.submit({"name": f"burst-{n}", "action": "create", "schedule": "@hourly",
+                           "task": TASK}) for n in range(12)]
+    answers = [await alice.answer(f) for f in files]
+
+    assert [a["status"] for a in answers] == ["accepted"] * 5 + ["rejected"] * 7
+    assert await system.schedule_names() == [f"alice-burst-{n}" for n in range(5)]
 
 
 @CAP_OF_2

@@ -7,12 +7,12 @@ import asyncio
 import json
 
 import pytest
-from nats.aio.msg import Msg
 
-from sympozium_schedule.adapters.nats.bus import envelope
+from sympozium_schedule.ports.bus import envelope
 from tests.selfsched.conftest import TIMEOUT, Agent, System, assert_answer
 
-pytestmark = pytest.mark.asyncio(loop_scope="module")
+# The router's and the bridge's logic: on the in-memory bus (see conftest).
+pytestmark = [pytest.mark.asyncio(loop_scope="module"), pytest.mark.memory_bus]
 
 CREATE = {"name": "health", "action": "create", "schedule": "@hourly", "task": "check the cluster"}
 DELETE = {"name": "health", "action": "delete"}
@@ -78,18 +78,40 @@ async def test_the_repeated_answer_is_the_first_one(system: System, alice: Agent
     first = await alice.answer(alice.folder / "schedule-1.json")
     assert_answer(first, "accepted", "created")
     revision = system.store.revision()
-    bus = await system.bus()
+    bus = await system.port_bus()
     answers: asyncio.Queue[bytes] = asyncio.Queue()
 
-    async def collect(msg: Msg) -> None:
-        answers.put_nowait(msg.data)
+    async def collect(data: bytes, subject: str) -> None:
+        answers.put_nowait(data)
 
-    # A plain subscription sees the answer even though JetStream, which stored it
-    # under the same message id already, drops the copy.
-    await bus.nc.subscribe(alice.subjects.answer("req-1"), cb=collect)
-    await bus.nc.flush()
+    await bus.subscribe(alice.subjects.answer("req-1"), collect)
     await system.publish_raw(alice, create_envelope(alice))
 
     again = json.loads(await asyncio.wait_for(answers.get(), TIMEOUT))
     assert again == first
     assert system.store.revision() == revision
+
+
+async def test_two_copies_in_hand_at_once_are_applied_once(system: System, alice: Agent) -> None:
+    """Both copies are fetched together and read the record before either's turn comes
+    (an earlier request of alice holds it): the second finds what the first stored."""
+    bus = await system.port_bus()
+    answers: asyncio.Queue[bytes] = asyncio.Queue()
+
+    async def collect(data: bytes, subject: str) -> None:
+        answers.put_nowait(data)
+
+    await bus.subscribe(alice.subjects.answer("req-1"), collect)
+    revision = system.store.revision()
+    earlier = {"name": "first", "action": "create", "schedule": "@hourly", "task": "first"}
+    await asyncio.gather(
+        system.publish_request(alice, earlier, request_file="schedule-0.json", request_id="req-0"),
+        system.publish_raw(alice, create_envelope(alice), msg_id="copy-1"),
+        system.publish_raw(alice, create_envelope(alice), msg_id="copy-2"))
+
+    first = json.loads(await asyncio.wait_for(answers.get(), TIMEOUT))
+    second = json.loads(await asyncio.wait_for(answers.get(), TIMEOUT))
+    assert_answer(first, "accepted", "created")
+    assert second == first, "the copy was applied again instead of answered from the record"
+    await system.drained()
+    assert system.store.revision() == revision + 2

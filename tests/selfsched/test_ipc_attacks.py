@@ -18,7 +18,8 @@ from sympozium_schedule.adapters.ipc import FolderUnusable, ScheduleFolder
 from sympozium_schedule.agents.schedule_task import result_path
 from tests.selfsched.conftest import Agent, System, assert_answer, eventually
 
-pytestmark = pytest.mark.asyncio(loop_scope="module")
+# The router's and the bridge's logic: on the in-memory bus (see conftest).
+pytestmark = [pytest.mark.asyncio(loop_scope="module"), pytest.mark.memory_bus]
 
 HOURLY: dict[str, Any] = {"schedule": "@hourly", "task": "check the cluster"}
 SECRET = "TOP-SECRET-VALUE"

@@ -22,13 +22,14 @@ import pytest_asyncio
 from lightkube import AsyncClient
 from lightkube.config.kubeconfig import KubeConfig
 
-from sympozium_schedule.adapters.nats.bus import Credential
+from sympozium_schedule.adapters.nats.bus import NatsBroker
 from sympozium_schedule.adapters.nats.callout import Callout, ConnectAttempt, Refused
 from sympozium_schedule.adapters.nats.jwt import Signer
 from sympozium_schedule.adapters.nats.server import BusAuth, EmbeddedNats
 from sympozium_schedule.adapters.sqlite import SQLiteStore
 from sympozium_schedule.agents.schedule_task import schedule_task
 from sympozium_schedule.core.model import API_VERSION, Kind
+from sympozium_schedule.ports.bus import Credential
 from sympozium_schedule.ports.store import Ref
 from sympozium_schedule.runtime.bridge import Bridge, BridgeSettings
 from sympozium_schedule.runtime.bus_identity import ServiceAccountTokens, lightkube_review
@@ -95,7 +96,7 @@ async def world(cluster: ApiServer, tmp_path_factory: pytest.TempPathFactory) ->
     reviewer = ServiceAccountTokens(store, lightkube_review(client, AUDIENCE), ttl=60)
     callout = Callout(Signer.from_seed(auth.issuer_seed), auth.account, reviewer.authorize)
     router = Router(store, RouterSettings(nats_url=url, credential=Credential(nkey_seed=auth.router_seed)))
-    tasks = [asyncio.create_task(callout.serve(url, Credential(nkey_seed=auth.callout_seed))),
+    tasks = [asyncio.create_task(callout.serve(NatsBroker(url), Credential(nkey_seed=auth.callout_seed))),
              asyncio.create_task(router.run())]
     try:
         await support.eventually(lambda: router.ready.is_set(), timeout=TIMEOUT, what="the router")

@@ -18,8 +18,8 @@ import typer
 from sympozium_schedule.cli.errors import CliError, bad_value
 
 if TYPE_CHECKING:
-    from sympozium_schedule.adapters.nats.bus import Credential
     from sympozium_schedule.core.requests import Limits
+    from sympozium_schedule.ports.bus import Credential
     from sympozium_schedule.runtime.api import ConsoleSettings
     from sympozium_schedule.runtime.bus_identity import CalloutConfig
 
@@ -136,7 +136,7 @@ def register(app: typer.Typer) -> None:
         log_level: Annotated[str, typer.Option("--log-level", metavar="LEVEL")] = "info",
     ) -> None:
         """The Schedule Router alone: apply agents' schedule requests from NATS to the store."""
-        from sympozium_schedule.cli.main import _duration
+        from sympozium_schedule.cli.options import duration as _duration
         from sympozium_schedule.core.requests import Limits
         from sympozium_schedule.runtime.logs import configure
 
@@ -250,7 +250,7 @@ async def _until_signal(main: Callable[[asyncio.Event], Awaitable[None]]) -> Non
 def router_credential(user: str | None, password_file: Path | None,
                       nkey_file: Path | None) -> Credential | None:
     """The router's own login from the flags (each secret from a file, as a mounted Secret)."""
-    from sympozium_schedule.adapters.nats.bus import Credential
+    from sympozium_schedule.ports.bus import Credential
 
     def read(path: Path, flag: str) -> str:
         try:

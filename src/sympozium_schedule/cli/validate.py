@@ -1,4 +1,5 @@
-"""Reading manifests and checking every document before anything is written.
+"""Checking every manifest document before anything is written (reading them:
+:mod:`.manifest_files`; Sympozium's kinds against its CRDs: :mod:`.crd_check`).
 
 ``apply`` is all or nothing: all documents are read and checked first, and
 one error stops the apply before the store is opened. Each problem is one
@@ -24,13 +25,12 @@ import re
 from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime
-from functools import cache, partial
-from pathlib import Path
-from typing import IO, Any
-
-import yaml
+from functools import partial
+from typing import Any
 
 from sympozium_schedule.adapters.sqlite.store import MAX_OBJECT_BYTES
+from sympozium_schedule.cli.crd_check import crd_problems, join_path
+from sympozium_schedule.cli.manifest_files import Source, parse
 from sympozium_schedule.core.errors import SpecError
 from sympozium_schedule.core.model import (
     Kind,
@@ -42,8 +42,6 @@ from sympozium_schedule.core.model import (
 from sympozium_schedule.ports.store import Obj
 
 APPLYABLE = (Kind.SCHEDULE, Kind.INSTANCE, Kind.AGENT_RUN, Kind.CONFIG_MAP, Kind.SECRET)
-MANIFEST_SUFFIXES = (".yaml", ".yml", ".json")
-STDIN = "<stdin>"
 
 _CRD_FILES = {
     Kind.INSTANCE: "sympozium.ai_sympoziuminstances.yaml",
@@ -67,12 +65,6 @@ _INT64 = (-(1 << 63), (1 << 63) - 1)
 
 
 @dataclass(frozen=True, slots=True)
-class Source:
-    name: str  # the path as given, or <stdin>
-    text: str
-
-
-@dataclass(frozen=True, slots=True)
 class Document:
     """A checked object, ready to write: namespace filled in, resourceVersion dropped
     (apply says what the object should be, not which version it replaces)."""
@@ -93,94 +85,6 @@ class Checked:
     documents: list[Document] = field(default_factory=list)
     errors: list[str] = field(default_factory=list)
     warnings: list[str] = field(default_factory=list)
-
-
-# --- reading ----------------------------------------------------------------------------------
-
-
-def read_sources(paths: Sequence[str], stdin: IO[str]) -> tuple[list[Source], list[str]]:
-    """The text of every ``-f`` argument: a file, a directory's manifests
-    (``*.yaml``, ``*.yml``, ``*.json``, not recursive) or ``-`` for stdin."""
-    sources: list[Source] = []
-    errors: list[str] = []
-    stdin_read = False
-    for given in paths:
-        if given == "-":
-            if not stdin_read:
-                stdin_read = True
-                try:
-                    sources.append(Source(STDIN, stdin.read()))
-                except (OSError, UnicodeDecodeError) as exc:
-                    errors.append(f"{STDIN}: cannot read it ({exc})")
-            continue
-        path = Path(given)
-        try:
-            if path.is_dir():
-                files = sorted(p for p in path.iterdir()
-                               if p.is_file() and p.suffix.lower() in MANIFEST_SUFFIXES)
-                if not files:
-                    errors.append(f"{given}: no manifests (*.yaml, *.yml, *.json) in this directory")
-                sources.extend(Source(str(p), p.read_text()) for p in files)
-            else:
-                sources.append(Source(given, path.read_text()))
-        except FileNotFoundError:
-            errors.append(f"{given}: no such file or directory")
-        except (OSError, UnicodeDecodeError) as exc:
-            errors.append(f"{given}: cannot read it ({getattr(exc, 'strerror', None) or exc})")
-    return sources, errors
-
-
-class _Loader(yaml.SafeLoader):
-    """YAML as Kubernetes reads it: an unquoted ``2026-03-01T10:00:00Z`` stays a
-    string (PyYAML would make it a datetime, which is not JSON). Aliases (``*name``)
-    are refused: a self-reference cannot be JSON, and a few nested aliases expand to
-    gigabytes (a "billion laughs" file); manifests do not need them."""
-
-    def compose_node(self, parent: yaml.Node | None, index: int) -> yaml.Node | None:
-        if self.check_event(yaml.AliasEvent):
-            event = self.peek_event()  # type: ignore[no-untyped-call]
-            raise yaml.composer.ComposerError(
-                None, None, f"YAML aliases are not supported (found *{event.anchor})",
-                event.start_mark)
-        return super().compose_node(parent, index)
-
-
-_Loader.yaml_implicit_resolvers = {
-    first: [(tag, regexp) for tag, regexp in resolvers if tag != "tag:yaml.org,2002:timestamp"]
-    for first, resolvers in yaml.SafeLoader.yaml_implicit_resolvers.items()
-}
-
-
-def _pairs_joined(value: object) -> object:
-    """PyYAML reads an escaped UTF-16 pair ("\\ud83d\\ude00", as JSON writes emoji) as two
-    lone surrogates; join such pairs as JSON does. A surrogate left alone stays, and is
-    refused later with the field's name."""
-    if isinstance(value, str):
-        if any("\ud800" <= ch <= "\udfff" for ch in value):
-            return value.encode("utf-16", "surrogatepass").decode("utf-16", "surrogatepass")
-        return value
-    if isinstance(value, dict):
-        return {_pairs_joined(k): _pairs_joined(v) for k, v in value.items()}
-    if isinstance(value, list):
-        return [_pairs_joined(v) for v in value]
-    return value
-
-
-def parse(source: Source) -> tuple[list[object], list[str]]:
-    """The documents of a multi-document YAML (or JSON) text; empty ones skipped."""
-    documents: list[object] = []
-    try:
-        for doc in yaml.load_all(source.text, Loader=_Loader):
-            if doc is not None:
-                documents.append(_pairs_joined(doc))
-    except yaml.MarkedYAMLError as exc:
-        mark = exc.problem_mark or exc.context_mark
-        where = f"line {mark.line + 1}, column {mark.column + 1}: " if mark is not None else ""
-        what = ": ".join(p for p in (exc.context, exc.problem) if p)
-        return documents, [f"{source.name}: {where}invalid YAML ({what})"]
-    except yaml.YAMLError as exc:
-        return documents, [f"{source.name}: invalid YAML: {exc}"]
-    return documents, []
 
 
 # --- checking ---------------------------------------------------------------------------------
@@ -263,25 +167,19 @@ def _kind(raw: dict[str, Any]) -> Kind:
     return kind
 
 
-def _join(path: str, key: object) -> str:
-    if isinstance(key, int):
-        return f"{path}[{key}]"
-    return f"{path}.{key}" if path else str(key)
-
-
 def _json_only(value: object, path: str) -> None:
     """What JSON (and so the store and the API server) can hold, nothing else."""
     if isinstance(value, dict):
         for key, item in value.items():
             if not isinstance(key, str):
-                raise SpecError(_join(path, key), key,
+                raise SpecError(join_path(path, key), key,
                                 "keys must be strings (quote the key: YAML reads yes/no/on/off "
                                 "as booleans and digits as numbers)")
-            _json_only(key, _join(path, key))
-            _json_only(item, _join(path, key))
+            _json_only(key, join_path(path, key))
+            _json_only(item, join_path(path, key))
     elif isinstance(value, list):
         for i, item in enumerate(value):
-            _json_only(item, _join(path, i))
+            _json_only(item, join_path(path, i))
     elif isinstance(value, float):
         if not math.isfinite(value):
             raise SpecError(path, value, "not a finite number")
@@ -424,70 +322,6 @@ _CHECKS: dict[Kind, Callable[[dict[str, Any], datetime], list[str]]] = {
     Kind.INSTANCE: partial(_check_against_crd, kind=Kind.INSTANCE),
     Kind.AGENT_RUN: partial(_check_against_crd, kind=Kind.AGENT_RUN),
 }
-
-
-# --- Sympozium's CRD schemas ----------------------------------------------------------------
-
-
-def _closed(node: Any) -> Any:
-    """An openAPIV3Schema as JSON Schema, with every declared object closed.
-
-    The API server silently drops fields a structural schema does not declare;
-    closing the objects turns such a field into a warning here instead.
-    """
-    if isinstance(node, list):
-        return [_closed(item) for item in node]
-    if not isinstance(node, dict):
-        return node
-    out = {k: _closed(v) for k, v in node.items() if not k.startswith("x-kubernetes-")}
-    if node.get("nullable") and isinstance(out.get("type"), str):
-        out["type"] = [out["type"], "null"]
-    if ("properties" in node and "additionalProperties" not in node
-            and not node.get("x-kubernetes-preserve-unknown-fields")):
-        out["additionalProperties"] = False
-    return out
-
-
-@cache
-def _validator(filename: str) -> Any:
-    # jsonschema costs a tenth of a second to import: only apply of a Sympozium kind pays it.
-    from jsonschema import Draft202012Validator
-
-    from sympozium_schedule.manifests import crd_schema
-
-    return Draft202012Validator(_closed(crd_schema(filename)))
-
-
-def crd_problems(obj: dict[str, Any], filename: str) -> list[SpecError]:
-    """What Sympozium's CRD schema finds wrong with ``obj``, one problem per field."""
-    problems: dict[str, SpecError] = {}
-    for err in _validator(filename).iter_errors(obj):
-        path = ""
-        for part in err.absolute_path:
-            path = _join(path, part)
-        if err.validator == "additionalProperties" and isinstance(err.instance, dict):
-            declared = err.schema.get("properties") or {}
-            for key in err.instance:
-                if key not in declared:
-                    where = _join(path, key)
-                    problems[where] = SpecError(
-                        where, err.instance[key],
-                        "unknown field (Sympozium's CRD does not declare it; a cluster drops it)")
-        elif err.validator == "required" and isinstance(err.instance, dict):
-            for key in err.validator_value:
-                if key not in err.instance:
-                    where = _join(path, key)
-                    problems[where] = SpecError(where, None, "is required by Sympozium's CRD")
-        elif err.validator == "type":
-            expected = err.validator_value
-            shown = " or ".join(expected) if isinstance(expected, list) else expected
-            problems[path] = SpecError(path, err.instance, f"must be of type {shown}")
-        elif err.validator == "enum":
-            allowed = ", ".join(repr(v) for v in err.validator_value)
-            problems[path] = SpecError(path, err.instance, f"must be one of {allowed}")
-        else:
-            problems.setdefault(path, SpecError(path or "<root>", err.instance, err.message))
-    return [problems[key] for key in sorted(problems)]
 
 
 def missing_instances(documents: Sequence[Document], existing: set[tuple[str, str]]) -> list[str]:

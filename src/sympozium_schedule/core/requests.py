@@ -17,7 +17,7 @@ from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
-from sympozium_schedule.core.cron import compile_schedule, shortest_gap, upcoming
+from sympozium_schedule.core.cron import Schedule, compile_schedule, shortest_gap, upcoming
 from sympozium_schedule.core.errors import SpecError
 from sympozium_schedule.core.model import (
     API_VERSION,
@@ -116,8 +116,9 @@ def _is_unicode(text: str) -> bool:
     return True
 
 
-def check_schedule(expression: str, time_zone: str, limits: Limits, now: datetime) -> None:
-    """The expression parses and never fires more often than the floor allows."""
+def check_schedule(expression: str, time_zone: str, limits: Limits, now: datetime) -> Schedule:
+    """The expression, compiled, if it parses and never fires more often than the floor
+    allows."""
     try:
         compiled = compile_schedule(expression, time_zone=time_zone, anchor=now)
     except SpecError as exc:
@@ -127,6 +128,7 @@ def check_schedule(expression: str, time_zone: str, limits: Limits, now: datetim
         raise RequestError(
             f"schedule {expression!r} fires every {_span(gap)}; agents may schedule at most "
             f"once every {_span(limits.min_interval)}. Choose a slower schedule.")
+    return compiled
 
 
 def _span(delta: timedelta) -> str:
@@ -155,17 +157,20 @@ def _owned_by(obj: dict[str, Any], who: Identity) -> bool:
             and spec.get("instanceRef") == who.instance)
 
 
-def _summary(obj: dict[str, Any], now: datetime, *, new: bool = False) -> str:
+def _summary(obj: dict[str, Any], now: datetime, *, new: bool = False,
+             compiled: Schedule | None = None) -> str:
     """What will happen next. A new schedule with ``firstTick: immediate`` (the
     default) runs at once, then on its schedule; saying only the later time would
-    tell the agent something that is not what happens."""
+    tell the agent something that is not what happens. ``compiled``: the spec's
+    schedule, when the caller compiled it already."""
     spec = obj.get("spec") or {}
     text = f"schedule {spec.get('schedule')!r}"
     if spec.get("suspend"):
         return text + " (suspended)"
     try:
-        compiled = compile_schedule(str(spec.get("schedule")), time_zone=spec.get("timeZone") or "UTC",
-                                    anchor=now)
+        if compiled is None:
+            compiled = compile_schedule(str(spec.get("schedule")),
+                                        time_zone=spec.get("timeZone") or "UTC", anchor=now)
         nxt = upcoming(compiled, now, 1)
     except SpecError:
         return text
@@ -218,7 +223,8 @@ def plan(request: ScheduleRequest, who: Identity, existing: dict[str, Any] | Non
         spec = dict(existing.get("spec") or {}) | changes
     try:
         ScheduleSpec.parse(spec)
-        check_schedule(str(spec["schedule"]), str(spec.get("timeZone") or "UTC"), limits, now)
+        compiled = check_schedule(str(spec["schedule"]), str(spec.get("timeZone") or "UTC"),
+                                  limits, now)
     except SpecError as exc:
         return Plan("reject", name, str(exc))
     except RequestError as exc:
@@ -235,12 +241,14 @@ def plan(request: ScheduleRequest, who: Identity, existing: dict[str, Any] | Non
             },
             "spec": spec,
         }
-        return Plan("create", name, f"created schedule {name!r}: {_summary(obj, now, new=True)}", obj)
+        summary = _summary(obj, now, new=True, compiled=compiled)
+        return Plan("create", name, f"created schedule {name!r}: {summary}", obj)
     if spec == (existing.get("spec") or {}):
         return Plan("noop", name, f"schedule {name!r} already has these settings; nothing changed")
     obj = _with_spec(existing, spec)
     verb = "updated" if request.action == "update" else "updated (it already existed)"
-    return Plan("update", name, f"{verb} schedule {name!r}: {_summary(obj, now)}", obj)
+    return Plan("update", name, f"{verb} schedule {name!r}: {_summary(obj, now, compiled=compiled)}",
+                obj)
 
 
 def _with_spec(existing: dict[str, Any], spec: dict[str, Any]) -> dict[str, Any]:

@@ -22,20 +22,20 @@ from typing import IO, TYPE_CHECKING, Any
 
 import structlog
 
-from sympozium_schedule.adapters.nats.bus import Credential
+from sympozium_schedule.adapters.nats.bus import NatsBroker
 from sympozium_schedule.adapters.nats.callout import Callout, Disconnector, RunTokens
 from sympozium_schedule.adapters.nats.jwt import Signer
 from sympozium_schedule.adapters.nats.server import BusAuth, EmbeddedNats
-from sympozium_schedule.adapters.nats.subjects import RESULT_STREAM, RunSubjects
 from sympozium_schedule.adapters.sqlite import SQLiteStore
 from sympozium_schedule.core.requests import Limits
+from sympozium_schedule.ports.bus import RESULT_STREAM, Credential, RunSubjects
 from sympozium_schedule.ports.store import Obj
 from sympozium_schedule.runtime.bridge import Bridge, BridgeSettings
 from sympozium_schedule.runtime.bus_identity import CalloutConfig, ServiceAccountTokens, lightkube_review
 from sympozium_schedule.runtime.controller import Controller, ControllerSettings
 from sympozium_schedule.runtime.metrics import Metrics
 from sympozium_schedule.runtime.paths import store_path
-from sympozium_schedule.runtime.router import Router, RouterSettings
+from sympozium_schedule.runtime.router import AgentDirectory, Router, RouterSettings
 from sympozium_schedule.runtime.runner import (
     BUILTIN_AGENTS,
     BridgeFactory,
@@ -191,7 +191,9 @@ async def run_embedded(settings: EmbeddedSettings) -> None:
                         nats_url=nats_url, limits=settings.limits,
                         credential=Credential(nkey_seed=auth.router_seed) if auth else None,
                         allow_unscoped_publishers=settings.allow_unscoped_publishers,
-                    ), metrics=metrics)
+                    ), metrics=metrics, directory=AgentDirectory(
+                        # The controller's caches: no second copy, no second watch.
+                        store, instances=controller.instances, schedules=controller.schedules))
                     tasks.append(group.create_task(router.run(), name="router"))
                 if settings.runner and nats_url is not None:
                     runner = LocalRunner(store, RunnerSettings(
@@ -264,10 +266,11 @@ def bridge_for(nats_url: str, limits: Limits, tokens: RunTokens | None = None) -
 async def serve_callout(nats_url: str, auth: BusAuth, tokens: RunTokens) -> None:
     """Decide every connection to the embedded server that is not one of ours."""
     callout = Callout(Signer.from_seed(auth.issuer_seed), auth.account, tokens.authorize)
-    disconnector = Disconnector(nats_url, Credential(nkey_seed=auth.system_seed))
+    broker = NatsBroker(nats_url)
+    disconnector = Disconnector(broker, Credential(nkey_seed=auth.system_seed))
     tokens.callout, tokens.disconnector = callout, disconnector
     try:
-        await callout.serve(nats_url, Credential(nkey_seed=auth.callout_seed))
+        await callout.serve(broker, Credential(nkey_seed=auth.callout_seed))
     finally:
         await disconnector.close()
 
@@ -277,7 +280,7 @@ async def serve_kubernetes_callout(nats_url: str, config: CalloutConfig, store: 
     reviewer = ServiceAccountTokens(store, lightkube_review(store.client, config.audience),
                                     ttl=config.ttl)
     callout = Callout(Signer.from_seed(config.issuer_seed), config.account, reviewer.authorize)
-    await callout.serve(nats_url, config.login)
+    await callout.serve(NatsBroker(nats_url), config.login)
 
 
 # --- Kubernetes mode ---------------------------------------------------------------------------

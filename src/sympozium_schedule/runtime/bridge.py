@@ -38,15 +38,18 @@ from sympozium_schedule.adapters.ipc import (
     ScheduleFolder,
     is_request,
 )
-from sympozium_schedule.adapters.nats.bus import (
-    Bus,
+from sympozium_schedule.adapters.nats.bus import NatsBroker
+from sympozium_schedule.core.requests import Limits
+from sympozium_schedule.ports.bus import (
+    RESULT_STREAM,
+    Broker,
+    BusConnection,
     BusUnavailable,
     Credential,
     PublishRefused,
+    RunSubjects,
     envelope,
 )
-from sympozium_schedule.adapters.nats.subjects import RESULT_STREAM, RunSubjects
-from sympozium_schedule.core.requests import Limits
 
 log = structlog.get_logger("bridge")
 
@@ -89,8 +92,9 @@ def answer(request_id: str, name: str, status: str, message: str) -> dict[str, A
 
 
 class Bridge:
-    def __init__(self, settings: BridgeSettings):
+    def __init__(self, settings: BridgeSettings, *, broker: Broker | None = None):
         self.settings = settings
+        self.broker: Broker = broker or NatsBroker(settings.nats_url)
         self.subjects = settings.subjects
         self.folder: ScheduleFolder | None = None
         self.published = 0
@@ -98,9 +102,13 @@ class Bridge:
         self._queue: asyncio.Queue[str | Claimed] = asyncio.Queue()
         self._queued: set[str] = set()
         self._outstanding: dict[str, tuple[str, float]] = {}  # request id -> (name, sent at)
-        self._bus: Bus | None = None
+        self._bus: BusConnection | None = None
         self._catch_up = asyncio.Event()
         self._stop = asyncio.Event()
+        self._watching = asyncio.Event()
+        # Set once the folder is watched and requests are forwarded (for tests and
+        # benchmarks, which would otherwise wait for a probe file to settle).
+        self.ready = asyncio.Event()
 
     # --- the folder -----------------------------------------------------------------------
 
@@ -126,6 +134,7 @@ class Bridge:
         looked at again once they settle, in case their writer never closes them."""
         assert self.folder is not None
         arrivals = self.folder.watch()
+        self._watching.set()
         for claimed in self.folder.unsent():
             self._enqueue(claimed)
         loop = asyncio.get_running_loop()
@@ -157,21 +166,20 @@ class Bridge:
 
     # --- the bus --------------------------------------------------------------------------
 
-    async def _connect(self, stop: asyncio.Event) -> Bus | None:
+    async def _connect(self, stop: asyncio.Event) -> BusConnection | None:
         settings = self.settings
 
-        async def refresh_token() -> None:
-            # nats-py sends options["token"] on every reconnect attempt.
-            if self._bus is not None and settings.token_file is not None:
-                self._bus.nc.options["token"] = settings.credential()
+        def credential() -> Credential:
+            # Read afresh at each (re)connect: a projected ServiceAccount token rotates.
+            return Credential(token=settings.credential())
 
         async def wake() -> None:
             self._catch_up.set()
 
-        connect = asyncio.ensure_future(Bus.connect_retrying(
-            settings.nats_url, name=f"ipc-bridge-{settings.agent_run_id}",
-            credential=Credential(token=settings.credential()), inbox_prefix=self.subjects.inbox,
-            on_disconnect=refresh_token, on_reconnect=wake, on_closed=wake))
+        connect = asyncio.ensure_future(self.broker.connect_retrying(
+            name=f"ipc-bridge-{settings.agent_run_id}",
+            credential=credential if settings.token_file is not None else credential(),
+            inbox_prefix=self.subjects.inbox, on_reconnect=wake, on_closed=wake))
         stopped = asyncio.ensure_future(stop.wait())
         await asyncio.wait({connect, stopped}, return_when=asyncio.FIRST_COMPLETED)
         stopped.cancel()
@@ -275,6 +283,8 @@ class Bridge:
             self._catch_up.set()
             tasks += [asyncio.create_task(self._publish_loop()),
                       asyncio.create_task(self._catch_up_loop())]
+            await self._watching.wait()
+            self.ready.set()
             await stop.wait()
             self._scan(settle=0.0)  # anything written just before the agent exited
             try:

@@ -24,11 +24,11 @@ from typing import Any
 import structlog
 import yaml
 
-from sympozium_schedule.adapters.nats.bus import Credential
 from sympozium_schedule.adapters.nats.callout import ConnectAttempt, Grant, Refused
 from sympozium_schedule.adapters.nats.jwt import JwtError, Signer
-from sympozium_schedule.adapters.nats.subjects import RESULT_STREAM, RunSubjects
+from sympozium_schedule.adapters.nats.subjects import permissions
 from sympozium_schedule.core.model import Kind
+from sympozium_schedule.ports.bus import RESULT_STREAM, Credential, RunSubjects
 from sympozium_schedule.ports.store import Store, StoreError
 
 log = structlog.get_logger("bus-identity")
@@ -162,4 +162,4 @@ class ServiceAccountTokens:
             raise Refused(f"AgentRun {namespace}/{name} names no instance")
         subjects = RunSubjects(namespace, instance, name)
         log.info("bridge authorized", namespace=namespace, run=name, instance=instance)
-        return Grant(f"bridge {namespace}/{name}", subjects.permissions(self.result_stream), self.ttl)
+        return Grant(f"bridge {namespace}/{name}", permissions(subjects, self.result_stream), self.ttl)

@@ -16,23 +16,18 @@ A revoked run's live connections are disconnected through the system account.
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import hashlib
 import secrets
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
-import nats
-import nats.errors
 import orjson
 import structlog
-from nats.aio.client import Client
-from nats.aio.msg import Msg
 
 from sympozium_schedule.adapters.nats import jwt
-from sympozium_schedule.adapters.nats.bus import Credential
-from sympozium_schedule.adapters.nats.subjects import RunSubjects
+from sympozium_schedule.adapters.nats.subjects import permissions
+from sympozium_schedule.ports.bus import Broker, BusConnection, BusUnavailable, Credential, RunSubjects
 
 log = structlog.get_logger("nats-callout")
 
@@ -115,83 +110,61 @@ class Callout:
         return jwt.authorization_response(self.signer, user_nkey=attempt.user_nkey,
                                           server_id=attempt.server_id, user=user).encode()
 
-    async def _on_request(self, msg: Msg) -> None:
-        if msg.headers and msg.headers.get("Nats-Server-Xkey"):
+    async def _on_request(self, data: bytes, headers: Mapping[str, str]) -> bytes | None:
+        if headers.get("Nats-Server-Xkey"):
             log.error("the server encrypts callout requests (xkey); configure it without")
-            return
+            return None
         try:
-            response = await self.answer(msg.data)
+            return await self.answer(data)
         except jwt.JwtError as exc:
             log.warning("malformed authorization request ignored", error=str(exc))
-            return
         except Exception:
             log.exception("authorizer failed; the connection will time out")
-            return
-        with contextlib.suppress(nats.errors.Error):
-            await msg.respond(response)
+        return None
 
     def forget(self, key: str) -> set[tuple[str, int]]:
         return self._live.pop(key, set())
 
-    async def serve(self, url: str, credential: Credential, *,
+    async def serve(self, broker: Broker, credential: Credential, *,
                     ready: asyncio.Event | None = None) -> None:
         """Answer authorization requests until cancelled (reconnecting as needed)."""
-        nc = await _connect(url, credential, name="sympozium-schedule-callout")
+        bus = await broker.connect_retrying(name="sympozium-schedule-callout",
+                                            credential=credential, max_delay=2.0)
         try:
-            await nc.subscribe(AUTH_SUBJECT, cb=self._on_request)
-            await nc.flush()
+            await bus.serve(AUTH_SUBJECT, self._on_request)
             if ready is not None:
                 ready.set()
             await asyncio.Event().wait()
         finally:
-            with contextlib.suppress(Exception):
-                await nc.close()
-
-
-async def _connect(url: str, credential: Credential, *, name: str) -> Client:
-    delay = 0.05
-    while True:
-        try:
-            return await nats.connect(
-                servers=[url], name=name, connect_timeout=2,
-                allow_reconnect=True, max_reconnect_attempts=-1, reconnect_time_wait=0.5,
-                error_cb=_quiet, drain_timeout=2, **credential.options())
-        except (OSError, nats.errors.Error, TimeoutError) as exc:
-            log.info("NATS not reachable yet", who=name, error=str(exc) or type(exc).__name__)
-            await asyncio.sleep(delay)
-            delay = min(delay * 2, 2.0)
-
-
-async def _quiet(exc: Exception) -> None:
-    log.debug("nats connection error", error=str(exc) or type(exc).__name__)
+            await bus.close()
 
 
 class Disconnector:
     """Closes a revoked run's live connections (the system account's KICK request)."""
 
-    def __init__(self, url: str, credential: Credential):
-        self._url, self._credential = url, credential
-        self._nc: Client | None = None
+    def __init__(self, broker: Broker, credential: Credential):
+        self._broker, self._credential = broker, credential
+        self._bus: BusConnection | None = None
 
     async def kick(self, connections: set[tuple[str, int]]) -> int:
         if not connections:
             return 0
-        if self._nc is None or self._nc.is_closed:
-            self._nc = await _connect(self._url, self._credential, name="sympozium-schedule-system")
+        if self._bus is None or not self._bus.usable:
+            self._bus = await self._broker.connect_retrying(
+                name="sympozium-schedule-system", credential=self._credential, max_delay=2.0)
         kicked = 0
         for server_id, cid in connections:
             try:
-                await self._nc.request(f"$SYS.REQ.SERVER.{server_id}.KICK",
-                                       orjson.dumps({"cid": cid}), timeout=2.0)
+                await self._bus.request(f"$SYS.REQ.SERVER.{server_id}.KICK",
+                                        orjson.dumps({"cid": cid}), timeout=2.0)
                 kicked += 1
-            except (nats.errors.Error, TimeoutError) as exc:
+            except BusUnavailable as exc:
                 log.info("could not disconnect a revoked connection", cid=cid, error=str(exc))
         return kicked
 
     async def close(self) -> None:
-        if self._nc is not None:
-            with contextlib.suppress(Exception):
-                await self._nc.close()
+        if self._bus is not None:
+            await self._bus.close()
 
 
 def _digest(token: str) -> bytes:
@@ -231,5 +204,5 @@ class RunTokens:
         run = self._runs.get(digest)
         if run is None:
             raise Refused("unknown or revoked run credential")
-        return Grant(f"bridge {run.namespace}/{run.run}", run.permissions(self.result_stream),
+        return Grant(f"bridge {run.namespace}/{run.run}", permissions(run, self.result_stream),
                      self.ttl, revocable_as=digest.hex())

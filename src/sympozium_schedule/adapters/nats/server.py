@@ -163,6 +163,12 @@ class EmbeddedNats:
             config |= self.auth.config()
         return json.dumps(config, indent=2)
 
+    @property
+    def pid(self) -> int | None:
+        """The server process's id while it runs (the benchmarks measure its CPU)."""
+        process = self._process
+        return process.pid if process is not None and process.returncode is None else None
+
     async def start(self, timeout: float = 10.0) -> str:
         self.data_dir.mkdir(parents=True, exist_ok=True, mode=0o700)
         store = self.data_dir / "nats"
