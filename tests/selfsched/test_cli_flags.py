@@ -1,4 +1,4 @@
-"""The router's and the bridge's bus flags: a bad value is one `error:` line naming the
+"""The bus flags of the router, `run` and the bridge: a bad value is one `error:` line naming the
 flag, exit status 2, and nothing started."""
 
 from __future__ import annotations
@@ -30,6 +30,16 @@ def run(*args: str, tmp_path: Path) -> subprocess.CompletedProcess[str]:
     pytest.param(("router", "--nats-user", "u", "--nats-nkey-file", "{good}"), "not both",
                  id="user-and-nkey"),
     pytest.param(("router", "--nats-nkey-file", "{empty}"), "--nats-nkey-file: ", id="empty-nkey"),
+    pytest.param(("run", "--auth-callout", "{callout}"), "needs --kubernetes and --nats-url",
+                 id="run-callout-embedded"),
+    pytest.param(("run", "--kubernetes", "--auth-callout", "{callout}"),
+                 "needs --kubernetes and --nats-url", id="run-callout-without-bus"),
+    pytest.param(("run", "--nats-user", "router"), "a login on a NATS server given with --nats-url",
+                 id="run-login-without-bus"),
+    pytest.param(("run", "--nats-url", "nats://127.0.0.1:9", "--nats-password-file", "{good}"),
+                 "needs --nats-user", id="run-password-no-user"),
+    pytest.param(("run", "--kubernetes", "--nats-url", "nats://127.0.0.1:9", "--auth-callout",
+                  "{bad}"), "issuerSeed: a non-empty string", id="run-callout-bad"),
     pytest.param(("bridge", "--agent-run-id", "r", "--instance", "i", "--token-file", "{missing}"),
                  "--token-file: ", id="token-file-missing"),
 ])

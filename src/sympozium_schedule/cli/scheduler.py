@@ -13,7 +13,14 @@ import typer
 
 from sympozium_schedule.cli.errors import CliError, bad_value
 from sympozium_schedule.cli.options import DataDir, duration, out
-from sympozium_schedule.cli.services import LogFormat
+from sympozium_schedule.cli.services import (
+    AllowUnscoped,
+    AuthCallout,
+    LogFormat,
+    NatsNkeyFile,
+    NatsPasswordFile,
+    NatsUser,
+)
 from sympozium_schedule.ports.store import StoreError
 
 if TYPE_CHECKING:
@@ -123,6 +130,11 @@ def run(
              "(env EVENT_BUS_URL). In Kubernetes mode the router runs only when it is set.")] = None,
     no_router: Annotated[bool, typer.Option(
         "--no-router", help="Do not act on agents' schedule requests (self-scheduling).")] = False,
+    nats_user: NatsUser = None,
+    nats_password_file: NatsPasswordFile = None,
+    nats_nkey_file: NatsNkeyFile = None,
+    auth_callout: AuthCallout = None,
+    allow_unscoped_publishers: AllowUnscoped = False,
     metrics_port: Annotated[int | None, typer.Option(
         "--metrics-port", metavar="PORT", show_default=False,
         help="Serve /metrics, /healthz, /readyz and /leaderz on this port "
@@ -178,6 +190,20 @@ def run(
                                          kubernetes=kubernetes)
     if metrics_port is not None and not 0 < metrics_port < 65536:
         raise bad_value("must be between 1 and 65535", flag="--metrics-port", value=metrics_port)
+    from sympozium_schedule.cli.services import load_callout, router_credential
+
+    credential = router_credential(nats_user, nats_password_file, nats_nkey_file)
+    if credential is not None and not nats_url:
+        raise bad_value("is a login on a NATS server given with --nats-url (the server run "
+                        "starts itself logs its router in)",
+                        flag="--nats-nkey-file" if nats_nkey_file else "--nats-user",
+                        value=str(nats_nkey_file or nats_user))
+    callout = None
+    if auth_callout is not None:
+        if not kubernetes or not nats_url:
+            raise bad_value("needs --kubernetes and --nats-url (embedded run serves its own callout)",
+                            flag="--auth-callout", value=str(auth_callout))
+        callout = load_callout(auth_callout)
     if kubernetes:
         if demo or no_runner or agent_command or agent or agent_env or data_dir is not None:
             raise bad_value("--demo, --no-runner, --agent-command, --agent, --agent-env and "
@@ -189,7 +215,9 @@ def run(
         run_kubernetes(kubeconfig=kubeconfig, context=context, namespaces=watch_namespaces,
                        nats_url=nats_url, http_port=8080 if metrics_port is None else metrics_port,
                        leader_election=leader_election, lease_namespace=lease_namespace,
-                       qps=kube_qps, burst=kube_burst, console=console_settings)
+                       qps=kube_qps, burst=kube_burst, console=console_settings,
+                       credential=credential, callout=callout,
+                       allow_unscoped=allow_unscoped_publishers)
         return
     import os
 
@@ -229,6 +257,7 @@ def run(
     settings = EmbeddedSettings(
         data_dir=directory, runner=not no_runner, max_parallel=max_parallel, run_timeout=timeout,
         nats_url=nats_url, router=not no_router, metrics_port=metrics_port,
+        router_credential=credential, allow_unscoped_publishers=allow_unscoped_publishers,
         on_ready=start_demo if demo else None, agents=agents, default_agent=default,
         agent_env=passed_env, sandbox=sandbox.value, agent_allow=allowed,
         agent_allow_write=allowed_write, console=console_settings)

@@ -35,6 +35,27 @@ SYMPOZIUM_EVENT_BUS = "nats://nats.sympozium-system.svc:4222"
 EventBusUrl = Annotated[str | None, typer.Option(
     "--event-bus-url", "--nats-url", metavar="URL", envvar="EVENT_BUS_URL", show_default=False,
     help="The NATS server (env EVENT_BUS_URL).")]
+# The bus login and trust flags, the same on `router` and `run` (whose router they configure).
+_BUS = "Bus (self-scheduling)"
+NatsUser = Annotated[str | None, typer.Option(
+    "--nats-user", metavar="USER", envvar="NATS_USER", show_default=False,
+    help="The router's own login on the NATS server (env NATS_USER).", rich_help_panel=_BUS)]
+NatsPasswordFile = Annotated[Path | None, typer.Option(
+    "--nats-password-file", metavar="FILE", envvar="NATS_PASSWORD_FILE", show_default=False,
+    help="A file holding that user's password (env NATS_PASSWORD_FILE).", rich_help_panel=_BUS)]
+NatsNkeyFile = Annotated[Path | None, typer.Option(
+    "--nats-nkey-file", metavar="FILE", envvar="NATS_NKEY_FILE", show_default=False,
+    help="Log in with the nkey seed in this file instead (env NATS_NKEY_FILE).",
+    rich_help_panel=_BUS)]
+AuthCallout = Annotated[Path | None, typer.Option(
+    "--auth-callout", metavar="FILE", envvar="SYMPOZIUM_AUTH_CALLOUT", show_default=False,
+    help="Kubernetes mode: serve the NATS auth callout for agents' bridges as this file "
+         "configures it (see docs/security.md).", rich_help_panel=_BUS)]
+AllowUnscoped = Annotated[bool, typer.Option(
+    "--allow-unscoped-publishers",
+    help="Also apply requests on sympozium.schedule.upsert, believing the identity the "
+         "message names (Sympozium's own bridge). Only on a network where every publisher "
+         "is trusted.", rich_help_panel=_BUS)]
 Kubeconfig = Annotated[Path | None, typer.Option(
     "--kubeconfig", metavar="PATH", show_default=False,
     help="Kubeconfig file. Default: $KUBECONFIG, ~/.kube/config, else in-cluster.")]
@@ -68,7 +89,8 @@ def check_namespaces(values: list[str] | None) -> tuple[str, ...] | None:
 def run_kubernetes(*, kubeconfig: Path | None, context: str | None, namespaces: list[str] | None,
                    nats_url: str | None, http_port: int | None, leader_election: bool,
                    lease_namespace: str | None, qps: float, burst: int, controller: bool = True,
-                   console: ConsoleSettings | None = None) -> None:
+                   console: ConsoleSettings | None = None, credential: Credential | None = None,
+                   callout: CalloutConfig | None = None, allow_unscoped: bool = False) -> None:
     """The controller (and, with a NATS URL, the router) against a cluster."""
     from sympozium_schedule.ports.store import StoreError
     from sympozium_schedule.runtime.app import KubernetesSettings
@@ -81,7 +103,8 @@ def run_kubernetes(*, kubeconfig: Path | None, context: str | None, namespaces: 
     settings = KubernetesSettings(
         kubeconfig=kubeconfig, context=context, namespaces=check_namespaces(namespaces),
         nats_url=nats_url, http_port=http_port, leader_election=leader_election,
-        qps=qps, burst=burst, controller=controller, console=console)
+        qps=qps, burst=burst, controller=controller, console=console,
+        router_credential=credential, callout=callout, allow_unscoped_publishers=allow_unscoped)
     if lease_namespace is not None:
         settings.lease_namespace = lease_namespace
     try:
@@ -111,24 +134,11 @@ def register(app: typer.Typer) -> None:
             help="The shortest interval between fires an agent may ask for.")] = "5m",
         max_task_bytes: Annotated[int, typer.Option(
             "--max-task-bytes", metavar="N", help="The largest task an agent may set.")] = 8192,
-        nats_user: Annotated[str | None, typer.Option(
-            "--nats-user", metavar="USER", envvar="NATS_USER", show_default=False,
-            help="The router's own login on the NATS server (env NATS_USER).")] = None,
-        nats_password_file: Annotated[Path | None, typer.Option(
-            "--nats-password-file", metavar="FILE", envvar="NATS_PASSWORD_FILE", show_default=False,
-            help="A file holding that user's password (env NATS_PASSWORD_FILE).")] = None,
-        nats_nkey_file: Annotated[Path | None, typer.Option(
-            "--nats-nkey-file", metavar="FILE", envvar="NATS_NKEY_FILE", show_default=False,
-            help="Log in with the nkey seed in this file instead (env NATS_NKEY_FILE).")] = None,
-        auth_callout: Annotated[Path | None, typer.Option(
-            "--auth-callout", metavar="FILE", envvar="SYMPOZIUM_AUTH_CALLOUT", show_default=False,
-            help="With --kubernetes: serve the NATS auth callout for agents' bridges as this file "
-                 "configures it (see docs/security.md).")] = None,
-        allow_unscoped_publishers: Annotated[bool, typer.Option(
-            "--allow-unscoped-publishers",
-            help="Also apply requests on sympozium.schedule.upsert, believing the identity the "
-                 "message names (Sympozium's own bridge). Only on a network where every publisher "
-                 "is trusted.")] = False,
+        nats_user: NatsUser = None,
+        nats_password_file: NatsPasswordFile = None,
+        nats_nkey_file: NatsNkeyFile = None,
+        auth_callout: AuthCallout = None,
+        allow_unscoped_publishers: AllowUnscoped = False,
         http_port: Annotated[int | None, typer.Option(
             "--http-port", metavar="PORT", show_default=False,
             help="Serve /metrics, /healthz, /readyz.")] = None,

@@ -117,6 +117,7 @@ class EmbeddedSettings:
     # every connection authenticated). A URL given here is used as it is.
     nats_url: str | None = None
     router: bool = True
+    router_credential: Credential | None = None  # its login on a server given by nats_url
     allow_unscoped_publishers: bool = False
     limits: Limits = field(default_factory=Limits)
     # Extra long-running parts (the NATS server, router), each given the store.
@@ -189,7 +190,8 @@ async def run_embedded(settings: EmbeddedSettings) -> None:
                 if settings.router and nats_url is not None:
                     router = Router(store, RouterSettings(
                         nats_url=nats_url, limits=settings.limits,
-                        credential=Credential(nkey_seed=auth.router_seed) if auth else None,
+                        credential=(Credential(nkey_seed=auth.router_seed) if auth
+                                    else settings.router_credential),
                         allow_unscoped_publishers=settings.allow_unscoped_publishers,
                     ), metrics=metrics, directory=AgentDirectory(
                         # The controller's caches: no second copy, no second watch.

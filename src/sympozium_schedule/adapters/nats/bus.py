@@ -114,8 +114,19 @@ class NatsBus:
                       on_reconnect: Callable[[], Awaitable[None]] | None = None,
                       on_closed: Callable[[], Awaitable[None]] | None = None,
                       batched: bool = True) -> NatsBus:
+        refused: list[str] = []  # the refusal last said, so a retry loop says it once
+
         async def quiet(exc: Exception) -> None:
-            log.debug("nats connection error", error=why(exc))
+            # A refused login retries forever like a lost connection; the person who
+            # gave the credential must see why nothing happens, once, not every 0.5 s.
+            text = why(exc)
+            if "authorization" in text.lower() or "authentication" in text.lower():
+                if text not in refused:
+                    refused[:] = [text]
+                    log.warning("NATS refused the login; retrying", name=name, url=url,
+                                error=text)
+                return
+            log.debug("nats connection error", error=text)
 
         read = _reader(credential)
         first = read()
@@ -137,6 +148,7 @@ class NatsBus:
         hooks: list[Callable[[], None]] = []
 
         async def on_reconnected() -> None:
+            refused.clear()
             for hook in list(hooks):
                 hook()
             if on_reconnect is not None:
