@@ -27,7 +27,7 @@ from sympozium_schedule.cli.render import OutputFormat
 from sympozium_schedule.core.cron import compile_schedule, load_zone, upcoming
 from sympozium_schedule.core.errors import SpecError
 from sympozium_schedule.core.model import Kind
-from sympozium_schedule.ports.store import Conflict, NotFound, Ref
+from sympozium_schedule.ports.store import NotFound
 
 MAX_NEXT = 10_000
 
@@ -206,39 +206,25 @@ def backfill(
 ) -> None:
     """Run the schedule's ticks in a past range, at a bounded pace; a tick whose run still
     exists is not run twice. Progress: `describe schedule NAME` (status.backfill)."""
-    import json
-    import secrets
-
-    from sympozium_schedule.core import backfill as rules
-    from sympozium_schedule.core.model import ANNOTATION_BACKFILL
+    from sympozium_schedule.runtime import backfill_requests as backfills
 
     ns = namespace_of(namespace)
-    text = json.dumps({"from": start, "to": end, "overlap": overlap,
-                       "id": secrets.token_hex(8)})
     try:
-        request = rules.parse_request(text)
-    except rules.BadRequest as exc:
+        text, request = backfills.check(start, end, overlap, now=now())
+    except backfills.Refused as exc:
+        if "in the future" in str(exc):
+            raise bad_value("is in the future: a backfill runs past ticks", flag="--from",
+                            value=start) from exc
         raise CliError(str(exc)) from exc
-    if request.start > now():
-        raise bad_value("is in the future: a backfill runs past ticks", flag="--from", value=start)
 
     async def work() -> None:
         async with session.opened(session.data_dir_or_default(data_dir)) as store:
-            ref = Ref(Kind.SCHEDULE, ns, name)
-            for _ in range(10):
-                try:
-                    obj = await store.get(ref)
-                except NotFound as exc:
-                    raise not_found(kinds.info(Kind.SCHEDULE), name, ns) from exc
-                meta = obj.setdefault("metadata", {})
-                meta["annotations"] = dict(meta.get("annotations") or {}) | {
-                    ANNOTATION_BACKFILL: text}
-                try:
-                    await store.update(obj)
-                    return
-                except Conflict:
-                    continue
-            raise CliError(f"schedule {ns}/{name} kept changing; try again")
+            try:
+                await backfills.ask(store, ns, name, text)
+            except NotFound as exc:
+                raise not_found(kinds.info(Kind.SCHEDULE), name, ns) from exc
+            except backfills.KeptChanging as exc:
+                raise CliError(str(exc)) from exc
 
     session.run(work())
     out(f"{kinds.info(Kind.SCHEDULE).qualified}/{name} backfill {request.id} requested: ticks "

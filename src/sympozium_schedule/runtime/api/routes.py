@@ -4,16 +4,13 @@ openapi.py describes each route; tests/console checks real responses against it.
 
 from __future__ import annotations
 
-import json
 import os
-import secrets
 import stat
 from datetime import datetime, timedelta
 from typing import TYPE_CHECKING, Any
 
 from aiohttp import web
 
-from sympozium_schedule.core import backfill as backfill_rules
 from sympozium_schedule.core.cron import (
     DstNote,
     compile_schedule,
@@ -26,7 +23,6 @@ from sympozium_schedule.core.cron import (
 from sympozium_schedule.core.errors import SpecError
 from sympozium_schedule.core.manual import TriggerRefused
 from sympozium_schedule.core.model import (
-    ANNOTATION_BACKFILL,
     ANNOTATION_SCHEDULED_TIME,
     LABEL_SCHEDULE,
     Kind,
@@ -37,6 +33,7 @@ from sympozium_schedule.core.model import (
     parse_time,
 )
 from sympozium_schedule.ports.store import AlreadyExists, Conflict, NotFound, Obj, Ref
+from sympozium_schedule.runtime import backfill_requests as backfills
 from sympozium_schedule.runtime.api.auth import Check
 from sympozium_schedule.runtime.api.bodies import (
     read_json,
@@ -304,32 +301,18 @@ class Routes:
         if unknown:
             raise bad_request(f"{sorted(unknown)[0]}: unknown field (known: from, to, overlap)",
                               field=sorted(unknown)[0])
-        text = json.dumps(body | {"overlap": body.get("overlap", "BufferAll"),
-                                  "id": secrets.token_hex(8)})
         try:
-            asked = backfill_rules.parse_request(text)
-        except backfill_rules.BadRequest as exc:
+            text, asked = backfills.check(body.get("from"), body.get("to"),
+                                          body.get("overlap", "BufferAll"), now=self.console.clock())
+        except backfills.Refused as exc:
             raise bad_request(str(exc), field="from") from exc
-        if asked.start > self.console.clock():
-            raise bad_request("backfill: from is in the future: a backfill runs past ticks",
-                              field="from")
         namespace, name = namespace_of(request), name_of(request)
-        ref = Ref(Kind.SCHEDULE, namespace, name)
-        for _ in range(5):
-            try:
-                obj = await self.store.get(ref)
-            except NotFound as exc:
-                raise not_found(SCHEDULE_KIND, name, namespace) from exc
-            meta = obj.setdefault("metadata", {})
-            meta["annotations"] = dict(meta.get("annotations") or {}) | {ANNOTATION_BACKFILL: text}
-            try:
-                await self.store.update(obj)
-                break
-            except Conflict:
-                continue
-        else:
-            raise ApiError(409, f"schedule {namespace}/{name} kept changing; try again",
-                           reason="Conflict")
+        try:
+            await backfills.ask(self.store, namespace, name, text)
+        except NotFound as exc:
+            raise not_found(SCHEDULE_KIND, name, namespace) from exc
+        except backfills.KeptChanging as exc:
+            raise ApiError(409, str(exc), reason="Conflict") from exc
         return json_response({"id": asked.id, "from": format_time(asked.start),
                               "to": format_time(min(asked.end, self.console.clock())),
                               "overlap": asked.overlap}, status=202)
