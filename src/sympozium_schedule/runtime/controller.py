@@ -387,9 +387,13 @@ class Controller:
         current = self.schedules.get(*key)
         if current is None or decision.status_view is None:
             return
+        meta = ObjectView.of(current)
+        if meta.uid != view.meta.uid or meta.generation != view.meta.generation:
+            # The cache already holds someone's edit (its watch event came before our
+            # writes' answer): that spec is parsed afresh, never dressed as the old one.
+            return
         rv = str((current.get("metadata") or {}).get("resourceVersion"))
-        self._views[key] = (rv, replace(view, meta=ObjectView.of(current),
-                                        status=decision.status_view))
+        self._views[key] = (rv, replace(view, meta=meta, status=decision.status_view))
 
     def _written(self, key: Key, obj: Obj, decision: Decision, writes: list[Write],
                  results: list[WriteResult], counts: dict[str, int]) -> None:
