@@ -17,7 +17,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
@@ -29,11 +29,12 @@ from sympozium_schedule.ports.store import AlreadyExists, Conflict, NotFound, St
 log = structlog.get_logger("leader")
 
 
-def _micro(t: datetime) -> str:
+def lease_time(t: datetime) -> str:
+    """A Lease's MicroTime."""
     return t.astimezone(UTC).strftime("%Y-%m-%dT%H:%M:%S.%fZ")
 
 
-def _parse(text: object) -> datetime | None:
+def parse_lease_time(text: object) -> datetime | None:
     if not isinstance(text, str):
         return None
     with contextlib.suppress(ValueError):
@@ -75,6 +76,14 @@ class LeaseElector:
     async def wait_leading(self) -> None:
         await self._leading.wait()
 
+    def owns(self, key: tuple[str, str]) -> bool:
+        """The leader acts on every schedule."""
+        return self.is_leading
+
+    def owner_status(self, key: tuple[str, str]) -> Mapping[str, str]:
+        """Nothing in status: with one Lease, ``/leaderz`` and the Lease say who leads."""
+        return {}
+
     def _lose(self, why: str) -> None:
         if self._leading.is_set():
             self._leading.clear()
@@ -108,8 +117,8 @@ class LeaseElector:
         return {
             "holderIdentity": self.identity,
             "leaseDurationSeconds": int(self.lease_duration),
-            "acquireTime": _micro(acquired),
-            "renewTime": _micro(now),
+            "acquireTime": lease_time(acquired),
+            "renewTime": lease_time(now),
             "leaseTransitions": transitions,
         }
 
@@ -128,7 +137,7 @@ class LeaseElector:
         return await self._acquire()
 
     def _acquired(self, lease: dict[str, Any]) -> datetime:
-        return _parse((lease.get("spec") or {}).get("acquireTime")) or self.clock()
+        return parse_lease_time((lease.get("spec") or {}).get("acquireTime")) or self.clock()
 
     async def _replace(self, what: str, lease: dict[str, Any]) -> dict[str, Any]:
         replaced = await self.store.call(what, self.store.client.replace(Lease.from_dict(lease)))
@@ -153,7 +162,7 @@ class LeaseElector:
             return True
         spec = lease.get("spec") or {}
         holder = spec.get("holderIdentity") or ""
-        renewed = _parse(spec.get("renewTime"))
+        renewed = parse_lease_time(spec.get("renewTime"))
         duration = float(spec.get("leaseDurationSeconds") or self.lease_duration)
         expired = renewed is None or now > renewed + timedelta(seconds=duration)
         if holder != self.identity and holder and not expired:
@@ -178,6 +187,6 @@ class LeaseElector:
         if lease is None or (lease.get("spec") or {}).get("holderIdentity") != self.identity:
             return
         spec = dict(lease["spec"]) | {"holderIdentity": "",
-                                       "renewTime": _micro(datetime(1970, 1, 1, tzinfo=UTC))}
+                                       "renewTime": lease_time(datetime(1970, 1, 1, tzinfo=UTC))}
         await self._replace("release lease", dict(lease) | {"spec": spec})
         self._held = None
