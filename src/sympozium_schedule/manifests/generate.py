@@ -29,6 +29,7 @@ import yaml
 from sympozium_schedule import manifests
 from sympozium_schedule.core.decide import MANAGED_STATUS_KEYS
 from sympozium_schedule.core.model import GROUP, VERSION, Kind, ScheduleSpec
+from sympozium_schedule.core.shards import SHARD_STATUS_KEYS, lease_names
 
 CRD_FILE = "sympozium.ai_sympoziumschedules.yaml"
 UPSTREAM_CRD_FILE = "upstream_sympozium.ai_sympoziumschedules.yaml"
@@ -423,6 +424,19 @@ _STATUS_PROPERTIES: dict[str, Any] = {
         "description": "Phase is the current phase (Active, Suspended, Completed, Error).",
         "type": "string",
     },
+    "replica": {
+        "description": (
+            "Replica is the replica (its Lease identity) that holds this schedule's shard\n"
+            "and fires it (only with run --kubernetes --shards N > 1)."),
+        "type": "string",
+    },
+    "shard": {
+        "description": (
+            "Shard is the shard this schedule hashes into; its Lease is\n"
+            "sympozium-schedule-shard-<shard> (only with --shards N > 1)."),
+        "format": "int64",
+        "type": "integer",
+    },
     "remainingRuns": {
         "description": "RemainingRuns is how many more runs maxRuns allows.",
         "format": "int64",
@@ -442,7 +456,7 @@ _STATUS_PROPERTIES: dict[str, Any] = {
 
 
 def status_schema() -> dict[str, Any]:
-    missing = set(MANAGED_STATUS_KEYS) ^ set(_STATUS_PROPERTIES)
+    missing = (set(MANAGED_STATUS_KEYS) | set(SHARD_STATUS_KEYS)) ^ set(_STATUS_PROPERTIES)
     if missing:
         raise ValueError(f"status keys written and declared differ: {sorted(missing)}")
     return {
@@ -601,10 +615,13 @@ def rbac_rules() -> list[dict[str, Any]]:
 
 def leader_election_rules(lease_name: str = LEASE_NAME) -> list[dict[str, Any]]:
     """The Role's rules in the controller's namespace. A create request names no object, so
-    it cannot be narrowed by resourceNames; get and update (renewal is a PUT) can."""
+    it cannot be narrowed by resourceNames; get and update (renewal is a PUT) can: the one
+    leader's Lease and, for --shards, every shard and member Lease (core/shards.py). List:
+    a sharded replica reads all of them in one request a round."""
     return [
-        _rule("coordination.k8s.io", "leases", ["create"]),
-        _rule("coordination.k8s.io", "leases", ["get", "update"], names=[lease_name]),
+        _rule("coordination.k8s.io", "leases", ["list", "create"]),
+        _rule("coordination.k8s.io", "leases", ["get", "update"],
+              names=[lease_name, *lease_names(lease_name)]),
     ]
 
 
