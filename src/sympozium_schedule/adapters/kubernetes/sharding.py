@@ -139,7 +139,9 @@ class ShardElector:
                     self.healthy = True
                 except StoreError as exc:
                     self.healthy = False
-                    log.info("shard round failed", error=str(exc))
+                    # A refusal (RBAC: the Role lacks a shard's name) needs a person; a network
+                    # error is retried next round.
+                    (log.info if exc.temporary else log.warning)("shard round failed", error=str(exc))
                 self._update_leading()
                 await asyncio.sleep(self.retry_period)
         finally:
