@@ -5,11 +5,11 @@ ServiceAccount, leader election on, its Lease where the install puts it by defau
 skips, replaces, prunes history, meets a run name someone else took, reports a broken
 schedule, serves a console request for a schedule's Events, and gives its Lease back on
 SIGTERM; then a sharded replica (``--shards 2``) lists the Leases, takes and renews its shard
-and member Leases and gives them back; the router (another ServiceAccount bound to the same shipped roles) creates,
-updates, suspends and deletes an agent's schedule, and finds an instance's namespace for a
-bridge that sends none. The real RBAC authorizer must have allowed every request (the audit
-log records its decision), and every verb the rules grant must have been used: least
-privilege, checked both ways.
+and member Leases and gives them back; the router (another ServiceAccount bound to the same
+shipped roles) creates, updates, suspends and deletes an agent's schedule, and finds an
+instance's namespace for a bridge that sends none. The real RBAC authorizer must have allowed
+every request (the audit log records its decision), and every verb the rules grant must have
+been used: least privilege, checked both ways.
 """
 
 from __future__ import annotations
