@@ -30,7 +30,7 @@ from typing import Any
 
 import structlog
 
-from sympozium_schedule.adapters.kubernetes.leader import lease_time, parse_lease_time
+from sympozium_schedule.adapters.kubernetes.leader import lease_limiter, lease_time, parse_lease_time
 from sympozium_schedule.adapters.kubernetes.store import KubernetesStore, Lease, _plain
 from sympozium_schedule.core.shards import (
     SHARDS_ANNOTATION,
@@ -79,6 +79,7 @@ class ShardElector:
         self.renew_deadline = renew_deadline
         self.retry_period = retry_period
         self.clock = clock or (lambda: datetime.now(UTC))
+        self.limiter = lease_limiter(store)  # not queued behind a burst's writes
         self.foreign = tuple(foreign)
         self.on_gain: Callable[[set[int]], None] | None = None
         self.healthy = False  # the last round reached the API
@@ -214,7 +215,7 @@ class ShardElector:
         prefix = f"{self.base}-"
         names = set(self.foreign)
         return {lease["metadata"]["name"]: lease
-                for lease in await self.store.call("list leases", collect())
+                for lease in await self.store.call("list leases", collect(), limiter=self.limiter)
                 if lease["metadata"]["name"].startswith(prefix) or lease["metadata"]["name"] in names}
 
     def _spec(self, now: datetime, acquired: datetime, transitions: int) -> dict[str, Any]:
@@ -223,7 +224,8 @@ class ShardElector:
                 "leaseTransitions": transitions}
 
     async def _replace(self, what: str, lease: dict[str, Any]) -> dict[str, Any]:
-        replaced = await self.store.call(what, self.store.client.replace(Lease.from_dict(lease)))
+        replaced = await self.store.call(what, self.store.client.replace(Lease.from_dict(lease)),
+                                         limiter=self.limiter)
         return _plain(replaced)
 
     async def _renew_one(self, what: str, lease: dict[str, Any]) -> dict[str, Any] | None:
@@ -274,7 +276,8 @@ class ShardElector:
                                  "annotations": dict(annotations)},
                     "spec": self._spec(now, now, 0)}
             try:
-                return _plain(await self.store.call(what, self.store.client.create(Lease.from_dict(body))))
+                return _plain(await self.store.call(
+                    what, self.store.client.create(Lease.from_dict(body)), limiter=self.limiter))
             except (AlreadyExists, Conflict):
                 return None
         meta = dict(listed.get("metadata") or {})
