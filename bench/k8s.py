@@ -111,7 +111,8 @@ class Controller:
     """``run --kubernetes`` as a ServiceAccount bound to the shipped roles."""
 
     def __init__(self, plane: ControlPlane, directory: Path, user: str = SERVICE_ACCOUNT, *,
-                 leader_election: bool = False, namespace: str | None = None):
+                 leader_election: bool = False, namespace: str | None = None,
+                 extra: tuple[str, ...] = ()):
         self.plane = plane
         self.user = f"system:serviceaccount:{INSTALL_NAMESPACE}:{user}"
         self.port = free_port()
@@ -121,6 +122,7 @@ class Controller:
                 str(self.port), "--log-level", "warning", "--log-format", "json"]
         args += [] if leader_election else ["--no-leader-election"]
         args += ["-n", namespace] if namespace else []
+        args += list(extra)
         self.log = (directory / f"{user}.log").open("wb")
         self.proc = subprocess.Popen(args, stdout=self.log, stderr=subprocess.STDOUT,
                                      stdin=subprocess.DEVNULL,

@@ -25,6 +25,7 @@ from sympozium_schedule.core.model import (
     ScheduleView,
     format_time,
 )
+from sympozium_schedule.core.shards import SHARD_STATUS_KEYS
 from sympozium_schedule.manifests import crd_spec, generate
 from tests.manifests.schemas import CrdValidator, structural_problems
 
@@ -224,8 +225,9 @@ def test_a_model_shape_without_a_structural_schema_fails_loudly(prop: dict[str, 
         generate._structural("x", prop, {})
 
 
-def test_the_status_declares_exactly_what_the_core_writes() -> None:
-    assert set(STATUS["properties"]) == set(MANAGED_STATUS_KEYS)
+def test_the_status_declares_exactly_what_the_controller_writes() -> None:
+    """The core's keys, and the owner's that a sharded controller adds (core/shards.py)."""
+    assert set(STATUS["properties"]) == set(MANAGED_STATUS_KEYS) | set(SHARD_STATUS_KEYS)
 
 
 # --- compatible with Sympozium's CRD --------------------------------------------------------

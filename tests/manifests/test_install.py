@@ -16,6 +16,7 @@ import yaml
 
 from sympozium_schedule import manifests
 from sympozium_schedule.adapters.kubernetes.store import RESOURCES, Lease
+from sympozium_schedule.core.shards import MAX_SHARDS
 from sympozium_schedule.manifests import generate
 from sympozium_schedule.runtime.app import KubernetesSettings
 
@@ -205,14 +206,21 @@ def test_the_cluster_role_grants_exactly_what_the_code_uses() -> None:
     assert all(not names for *_, names in _grants(generate.rbac_rules()))
 
 
-def test_the_lease_role_grants_create_and_get_update_of_our_lease_only() -> None:
+def test_the_lease_role_grants_create_list_and_get_update_of_our_leases_only() -> None:
+    """The one leader's Lease, and the shard and member Leases of up to MAX_SHARDS shards
+    (named one by one: RBAC has no name patterns); list, for a sharded replica's round."""
     lease = KubernetesSettings().lease_name
     assert lease == generate.LEASE_NAME
+    ours = (lease, *[f"{lease}-shard-{i}" for i in range(MAX_SHARDS)],
+            *[f"{lease}-member-{i}" for i in range(MAX_SHARDS)])
     assert _grants(generate.leader_election_rules()) == {
         ("coordination.k8s.io", "leases", "create", ()),
-        ("coordination.k8s.io", "leases", "get", (lease,)),
-        ("coordination.k8s.io", "leases", "update", (lease,)),
+        ("coordination.k8s.io", "leases", "list", ()),
+        ("coordination.k8s.io", "leases", "get", ours),
+        ("coordination.k8s.io", "leases", "update", ours),
     }
+    assert not generate.permits(verb="update", group="coordination.k8s.io", resource="leases",
+                                namespace=generate.NAMESPACE, name=f"{lease}-shard-{MAX_SHARDS}")
 
 
 def test_every_kind_the_store_handles_is_granted_and_nothing_else() -> None:

@@ -162,6 +162,11 @@ def run(
         help="Where the Lease lives. Default: $POD_NAMESPACE, else the pod's namespace, else "
              "sympozium-schedule (the install's).",
         rich_help_panel="Kubernetes mode")] = None,
+    shards: Annotated[int, typer.Option(
+        "--shards", metavar="N",
+        help="Share the schedules among replicas: N shards, each held by one replica through a "
+             "Lease (1-16; every replica the same). 1: one leader fires them all.",
+        rich_help_panel="Kubernetes mode")] = 1,
     kube_qps: Annotated[float, typer.Option(
         "--kube-qps", metavar="QPS", help="Client-side limit on API requests per second.",
         rich_help_panel="Kubernetes mode")] = 50.0,
@@ -217,8 +222,11 @@ def run(
                        leader_election=leader_election, lease_namespace=lease_namespace,
                        qps=kube_qps, burst=kube_burst, console=console_settings,
                        credential=credential, callout=callout,
-                       allow_unscoped=allow_unscoped_publishers)
+                       allow_unscoped=allow_unscoped_publishers, shards=shards)
         return
+    if shards != 1:
+        raise bad_value("shards share a cluster's schedules: add --kubernetes", flag="--shards",
+                        value=shards)
     import os
 
     from sympozium_schedule.cli import runflags

@@ -90,7 +90,8 @@ def run_kubernetes(*, kubeconfig: Path | None, context: str | None, namespaces: 
                    nats_url: str | None, http_port: int | None, leader_election: bool,
                    lease_namespace: str | None, qps: float, burst: int, controller: bool = True,
                    console: ConsoleSettings | None = None, credential: Credential | None = None,
-                   callout: CalloutConfig | None = None, allow_unscoped: bool = False) -> None:
+                   callout: CalloutConfig | None = None, allow_unscoped: bool = False,
+                   shards: int = 1) -> None:
     """The controller (and, with a NATS URL, the router) against a cluster."""
     from sympozium_schedule.ports.store import StoreError
     from sympozium_schedule.runtime.app import KubernetesSettings
@@ -100,10 +101,18 @@ def run_kubernetes(*, kubeconfig: Path | None, context: str | None, namespaces: 
         raise bad_value("no such file", flag="--kubeconfig", value=str(kubeconfig))
     if qps <= 0 or burst < 1:
         raise bad_value("--kube-qps must be > 0 and --kube-burst >= 1", flag="--kube-qps", value=qps)
+    from sympozium_schedule.core.shards import MAX_SHARDS
+
+    if not 1 <= shards <= MAX_SHARDS:
+        raise bad_value(f"must be between 1 and {MAX_SHARDS} (the install's Role names that many "
+                        "shard Leases)", flag="--shards", value=shards)
+    if shards > 1 and not leader_election:
+        raise bad_value("shards are held through Leases: drop --no-leader-election",
+                        flag="--shards", value=shards)
     settings = KubernetesSettings(
         kubeconfig=kubeconfig, context=context, namespaces=check_namespaces(namespaces),
         nats_url=nats_url, http_port=http_port, leader_election=leader_election,
-        qps=qps, burst=burst, controller=controller, console=console,
+        qps=qps, burst=burst, controller=controller, console=console, shards=shards,
         router_credential=credential, callout=callout, allow_unscoped_publishers=allow_unscoped)
     if lease_namespace is not None:
         settings.lease_namespace = lease_namespace

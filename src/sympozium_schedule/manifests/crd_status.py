@@ -6,6 +6,7 @@ from __future__ import annotations
 from typing import Any
 
 from sympozium_schedule.core.decide import MANAGED_STATUS_KEYS
+from sympozium_schedule.core.shards import SHARD_STATUS_KEYS
 
 # metav1.ObjectReference, as controller-gen writes it (CronJob's status.active has this shape).
 _OBJECT_REFERENCE: dict[str, Any] = {
@@ -84,7 +85,8 @@ _CONDITION: dict[str, Any] = {
     "type": "object",
 }
 
-# One entry per key core/decide.py writes (MANAGED_STATUS_KEYS; a test holds them equal).
+# One entry per key core/decide.py writes (MANAGED_STATUS_KEYS) and a sharded controller
+# adds (SHARD_STATUS_KEYS); a test holds them equal.
 _STATUS_PROPERTIES: dict[str, Any] = {
     "active": {
         "description": "Active lists the AgentRuns of this schedule that have not finished.",
@@ -153,6 +155,19 @@ _STATUS_PROPERTIES: dict[str, Any] = {
         "description": "Phase is the current phase (Active, Suspended, Completed, Error).",
         "type": "string",
     },
+    "replica": {
+        "description": (
+            "Replica is the replica (its Lease identity) that holds this schedule's shard\n"
+            "and fires it (only with run --kubernetes --shards N > 1)."),
+        "type": "string",
+    },
+    "shard": {
+        "description": (
+            "Shard is the shard this schedule hashes into; its Lease is\n"
+            "sympozium-schedule-shard-<shard> (only with --shards N > 1)."),
+        "format": "int64",
+        "type": "integer",
+    },
     "remainingRuns": {
         "description": "RemainingRuns is how many more runs maxRuns allows.",
         "format": "int64",
@@ -172,7 +187,7 @@ _STATUS_PROPERTIES: dict[str, Any] = {
 
 
 def status_schema() -> dict[str, Any]:
-    missing = set(MANAGED_STATUS_KEYS) ^ set(_STATUS_PROPERTIES)
+    missing = (set(MANAGED_STATUS_KEYS) | set(SHARD_STATUS_KEYS)) ^ set(_STATUS_PROPERTIES)
     if missing:
         raise ValueError(f"status keys written and declared differ: {sorted(missing)}")
     return {

@@ -7,6 +7,7 @@ from collections.abc import Iterable, Sequence
 from typing import Any
 
 from sympozium_schedule.core.model import GROUP
+from sympozium_schedule.core.shards import lease_names
 from sympozium_schedule.manifests.common import LEASE_NAME
 
 _VERB_ORDER = ("get", "list", "watch", "create", "update", "patch", "delete")
@@ -53,8 +54,11 @@ def rbac_rules() -> list[dict[str, Any]]:
 
 def leader_election_rules(lease_name: str = LEASE_NAME) -> list[dict[str, Any]]:
     """The Role's rules in the controller's namespace. A create request names no object, so
-    it cannot be narrowed by resourceNames; get and update (renewal is a PUT) can."""
+    it cannot be narrowed by resourceNames; get and update (renewal is a PUT) can: the one
+    leader's Lease and, for --shards, every shard and member Lease (core/shards.py). List:
+    a sharded replica reads all of them in one request a round."""
     return [
-        _rule("coordination.k8s.io", "leases", ["create"]),
-        _rule("coordination.k8s.io", "leases", ["get", "update"], names=[lease_name]),
+        _rule("coordination.k8s.io", "leases", ["list", "create"]),
+        _rule("coordination.k8s.io", "leases", ["get", "update"],
+              names=[lease_name, *lease_names(lease_name)]),
     ]

@@ -45,6 +45,7 @@ from sympozium_schedule.runtime.runner import (
 from sympozium_schedule.runtime.sandbox import Sandbox, SandboxError, landlock_abi
 
 if TYPE_CHECKING:
+    from sympozium_schedule.adapters.kubernetes.sharding import ShardElector
     from sympozium_schedule.runtime.api import Console, ConsoleSettings
 
 log = structlog.get_logger("app")
@@ -324,6 +325,10 @@ class KubernetesSettings:
     burst: int = 100
     leader_election: bool = True
     lease_name: str = "sympozium-schedule"
+    # 1: one leader fires everything (its Lease: lease_name). More: the schedules are hashed
+    # into this many shards, each held by one replica through the Lease
+    # <lease_name>-shard-<i> (adapters/kubernetes/sharding.py). Every replica must agree.
+    shards: int = 1
     lease_namespace: str = field(default_factory=default_lease_namespace)
     identity: str = field(default_factory=default_identity)
     http_port: int | None = 8080
@@ -338,6 +343,28 @@ class KubernetesSettings:
     memory_labels: dict[str, str | None] = field(
         default_factory=lambda: {"sympozium.ai/component": "memory"})
     console: ConsoleSettings | None = None  # the web console and REST API (runtime.api)
+
+
+def watch_shards(elector: ShardElector, controller: Controller, metrics: Metrics) -> None:
+    """A shard taken over is marked dirty as a whole (a tick missed while nobody held it is
+    caught up once: the status's cursor says which); ``/metrics`` shows the shards held."""
+    from prometheus_client import Gauge
+
+    def gained(shards: set[int]) -> None:
+        for key in list(controller.schedules.cache):
+            if elector.shard(key) in shards:
+                controller.mark(key)
+
+    elector.on_gain = gained
+    registry = metrics.registry
+    Gauge("sympozium_schedule_shards_held", "Shards this replica holds and acts on",
+          registry=registry).set_function(lambda: len(elector.held()))
+    Gauge("sympozium_schedule_shards", "Shards the schedules are hashed into (--shards)",
+          registry=registry).set_function(lambda: elector.shards)
+    Gauge("sympozium_schedule_shard_replicas", "Live replicas seen in the member Leases",
+          registry=registry).set_function(lambda: elector.members)
+    Gauge("sympozium_schedule_shards_taken", "Shards taken over since start (each is caught up)",
+          registry=registry).set_function(lambda: elector.taken)
 
 
 async def _until_signal() -> None:
@@ -356,6 +383,7 @@ async def run_kubernetes(settings: KubernetesSettings) -> None:
     """The controller (and router, given a NATS URL) against the Kubernetes API."""
     tune_gc()
     from sympozium_schedule.adapters.kubernetes.leader import LeaseElector
+    from sympozium_schedule.adapters.kubernetes.sharding import ShardElector
     from sympozium_schedule.adapters.kubernetes.store import KubernetesStore
     from sympozium_schedule.runtime.http import serve_http
 
@@ -363,13 +391,20 @@ async def run_kubernetes(settings: KubernetesSettings) -> None:
                                     qps=settings.qps, burst=settings.burst,
                                     component="controller" if settings.controller else "router")
     metrics = Metrics()
-    elector = None
+    elector: LeaseElector | ShardElector | None = None
     if settings.leader_election and settings.controller:
-        elector = LeaseElector(store, name=settings.lease_name, namespace=settings.lease_namespace,
-                               identity=settings.identity)
+        if settings.shards > 1:
+            elector = ShardElector(store, shards=settings.shards, base=settings.lease_name,
+                                   namespace=settings.lease_namespace, identity=settings.identity,
+                                   foreign=(settings.lease_name,))
+        else:
+            elector = LeaseElector(store, name=settings.lease_name,
+                                   namespace=settings.lease_namespace, identity=settings.identity)
     controller = Controller(store, settings=ControllerSettings(
         namespaces=settings.namespaces, memory_labels=settings.memory_labels),
         metrics=metrics, leader=elector) if settings.controller else None
+    if isinstance(elector, ShardElector) and controller is not None:
+        watch_shards(elector, controller, metrics)
     router = (Router(store, RouterSettings(
         nats_url=settings.nats_url, limits=settings.limits, credential=settings.router_credential,
         allow_unscoped_publishers=settings.allow_unscoped_publishers), metrics=metrics)
@@ -394,7 +429,8 @@ async def run_kubernetes(settings: KubernetesSettings) -> None:
         return elector is None or elector.is_leading
 
     log.info("starting in Kubernetes mode", namespaces=settings.namespaces or "all",
-             leader_election=elector is not None, router=router is not None)
+             leader_election=elector is not None, router=router is not None,
+             shards=settings.shards if elector is not None else None)
     console: Console | None = None
     try:
         if settings.console is not None:

@@ -21,6 +21,7 @@ import asyncio
 import contextlib
 import heapq
 import random
+from collections.abc import Mapping
 from dataclasses import dataclass, field, replace
 from datetime import datetime, timedelta
 from typing import Any, Protocol
@@ -47,6 +48,7 @@ from sympozium_schedule.core.model import (
     memory_configmap_name,
 )
 from sympozium_schedule.core.runs import RunTemplate
+from sympozium_schedule.core.shards import SHARD_STATUS_KEYS
 from sympozium_schedule.ports.store import (
     AlreadyExists,
     Conflict,
@@ -80,14 +82,23 @@ _CHUNKS_IN_FLIGHT = 2
 # (NTP, a suspended laptop) cannot leave a timer armed for the wrong instant.
 _MAX_SLEEP = 60.0
 
+# The status keys written: the core's, and the owner's (sharded replicas; removed otherwise).
+_STATUS_KEYS = MANAGED_STATUS_KEYS + SHARD_STATUS_KEYS
+
 
 class Leadership(Protocol):
-    """Leader election, when more than one replica runs (Kubernetes mode)."""
+    """Which schedules this replica acts on when several run (Kubernetes mode): all of them
+    while it holds the one Lease (adapters/kubernetes/leader.py), or those of the shards it
+    holds (adapters/kubernetes/sharding.py, which marks a shard it takes over dirty)."""
 
     @property
-    def is_leading(self) -> bool: ...
+    def is_leading(self) -> bool: ...  # acts on any schedule at all
 
     async def wait_leading(self) -> None: ...
+
+    def owns(self, key: Key) -> bool: ...
+
+    def owner_status(self, key: Key) -> Mapping[str, Any]: ...  # status fields naming the owner
 
 
 @dataclass(frozen=True, slots=True)
@@ -342,17 +353,21 @@ class Controller:
                                for name in decision.delete]
         if decision.create is not None:
             writes.append(Create(decision.create))
-        patch = diff_patch(obj.get("status") or {}, decision.status, MANAGED_STATUS_KEYS)
+        patch = self._status_patch(obj, decision.status)
         if patch:
             writes.append(PatchStatus(Ref.of(obj), patch,
                                       (obj.get("metadata") or {}).get("resourceVersion")))
         return writes
 
     async def _write_batch(self, batch: list[_Planned], now: datetime) -> None:
-        if self.leader is not None and not self.leader.is_leading:
-            for key, *_ in batch:
+        if self.leader is not None:
+            lost = [p for p in batch if not self.leader.owns(p[0])]
+            for key, *_ in lost:
                 self.mark(key)
-            return
+            if lost:
+                batch = [p for p in batch if self.leader.owns(p[0])]
+                if not batch:
+                    return
         writes = [self._writes(obj, decision) for _, obj, _, decision in batch]
         try:
             results = await self.store.write_groups(writes)
@@ -414,11 +429,14 @@ class Controller:
         self._arm(key, decision.wake_at)
         self._retries.pop(key, None)
 
-    @staticmethod
-    def _nothing_to_write(obj: Obj, decision: Decision) -> bool:
+    def _nothing_to_write(self, obj: Obj, decision: Decision) -> bool:
         return (decision.create is None and not decision.delete and not decision.notes
-                and decision.suspend is None
-                and not diff_patch(obj.get("status") or {}, decision.status, MANAGED_STATUS_KEYS))
+                and decision.suspend is None and not self._status_patch(obj, decision.status))
+
+    def _status_patch(self, obj: Obj, status: dict[str, Any]) -> dict[str, Any]:
+        if self.leader is not None:
+            status = status | dict(self.leader.owner_status(key_of(obj)))
+        return diff_patch(obj.get("status") or {}, status, _STATUS_KEYS)
 
     def _view(self, key: Key, obj: Obj) -> ScheduleView:
         rv = str((obj.get("metadata") or {}).get("resourceVersion"))
@@ -461,7 +479,7 @@ class Controller:
 
     def _decide(self, key: Key, now: datetime) -> tuple[Obj, ScheduleView, Decision] | None:
         obj = self.schedules.get(*key)
-        if obj is None:
+        if obj is None or (self.leader is not None and not self.leader.owns(key)):
             self._wake_at.pop(key, None)
             return None
         view = self._view(key, obj)
@@ -481,7 +499,7 @@ class Controller:
         ns, name = key
         blog = log.bind(namespace=ns, schedule=name)
         try:
-            if self.leader is not None and not self.leader.is_leading:
+            if self.leader is not None and not self.leader.owns(key):
                 self.mark(key)
                 return
             for run_name in decision.delete:
@@ -582,7 +600,7 @@ class Controller:
         return updated
 
     async def _write_status(self, obj: Obj, status: dict[str, Any]) -> None:
-        patch = diff_patch(obj.get("status") or {}, status, MANAGED_STATUS_KEYS)
+        patch = self._status_patch(obj, status)
         if not patch:
             return
         meta = obj.get("metadata") or {}

@@ -199,9 +199,11 @@ class KubernetesStore:
         client._client._client.headers["User-Agent"] = user_agent(component)
         return cls(client, qps=qps, burst=burst)
 
-    async def call(self, what: str, coro: Any, *, low: bool = False) -> Any:
-        """Run one API request under the rate limit, mapping errors to the store taxonomy."""
-        await self.limiter.acquire(low=low)
+    async def call(self, what: str, coro: Any, *, low: bool = False,
+                   limiter: RateLimiter | None = None) -> Any:
+        """Run one API request under the rate limit, mapping errors to the store taxonomy.
+        ``limiter``: a token bucket of the caller's own instead (the Leases': leader.py)."""
+        await (limiter or self.limiter).acquire(low=low)
         self.requests += 1
         try:
             return await coro
