@@ -74,6 +74,20 @@ class Tx:
             self.change(kind, namespace, name, rv, EventType.MODIFIED)
         return found
 
+    def set_status(self, kind: Kind, namespace: str, name: str, rv: int, status: str,
+                   expected: str) -> bool:
+        """Write a status merged by the caller from the version ``expected``: one plain
+        UPDATE, no JSON work. False when nothing was written (a missing object, a stale
+        version, a result too large); the caller then asks why."""
+        written = self.conn.execute(
+            "UPDATE objects SET rv=?, status=? WHERE kind=? AND namespace=? AND name=? AND rv=? "
+            "AND length(body) + ? <= ?",
+            (rv, status, kind.value, namespace, name, expected, len(status), MAX_OBJECT_BYTES),
+        ).rowcount == 1
+        if written:
+            self.change(kind, namespace, name, rv, EventType.MODIFIED)
+        return written
+
     def put(self, kind: Kind, namespace: str, name: str, uid: str, rv: int, owner: str | None,
             body: str, status: str | None, change: EventType) -> None:
         self.conn.execute(
