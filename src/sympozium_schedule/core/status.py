@@ -23,6 +23,7 @@ from sympozium_schedule.core.model import (
 
 READY = "Ready"
 TICK_SKIPPED = "TickSkipped"
+_ORDER = {READY: 0, TICK_SKIPPED: 1}
 
 # The status keys this project owns; anything else in status is left alone.
 MANAGED_STATUS_KEYS = (
@@ -55,6 +56,7 @@ class StatusBuilder:
         self.generation = schedule.meta.generation
         self.previous = {c.type: c for c in st.conditions}
         self.conditions: dict[str, Condition] = dict(self.previous)
+        self._ordered: list[Condition] | None = None
         self.notes: list[Note] = []
         self.phase = st.phase
         self.last_run_time = st.last_run_time
@@ -76,13 +78,16 @@ class StatusBuilder:
         since = old.last_transition_time if old and old.status == status else format_time(
             floor_second(self.now))
         self.conditions[type_] = Condition(type_, status, reason, message, since, self.generation)
+        self._ordered = None
         if note is not None and changed:
             self.notes.append(Note(note, reason, message))
 
     def _ordered_conditions(self) -> list[Condition]:
-        order = [READY, TICK_SKIPPED]
-        return sorted(self.conditions.values(),
-                      key=lambda c: (order.index(c.type) if c.type in order else 99, c.type))
+        """Ready first, then TickSkipped, then the rest by type (computed once a build)."""
+        if self._ordered is None:
+            self._ordered = sorted(self.conditions.values(),
+                                   key=lambda c: (_ORDER.get(c.type, 99), c.type))
+        return self._ordered
 
     def view(self, active: Sequence[dict[str, Any]]) -> ScheduleStatus:
         """What :meth:`build` gives, parsed (kept equal by tests/core)."""

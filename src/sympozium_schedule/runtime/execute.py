@@ -130,6 +130,7 @@ class Executor:
                 if not isinstance(exc, StoreError):
                     log.exception("writing a chunk of decisions failed")
                 results = [[error] for _ in batch]
+            answered = self.clock()  # when the writes came back: fire lag stops here
             counts = {"delete": 0, "create": 0, "status": 0}
             following: list[Planned] = []
             for p, (writes, steps), got in zip(batch, rounds, results, strict=True):
@@ -137,7 +138,7 @@ class Executor:
                     written = [await self._apply(p, step, write, result, counts)
                                for step, write, result in zip(steps, writes, got, strict=False)]
                     after = follow_up(p.view, p.decision, p.steps[p.done:], written, now)
-                    nxt = await self._follow(p, after, now)
+                    nxt = await self._follow(p, after, now, answered)
                 except Exception:  # a bug must not take the chunk down with it
                     log.exception("executing a decision failed", namespace=p.key[0],
                                   schedule=p.key[1])
@@ -229,12 +230,13 @@ class Executor:
             return Written(Result.TAKEN, ours=True)
         return Written(Result.TAKEN, holder=", ".join(owners))
 
-    async def _follow(self, p: Planned, after: FollowUp, now: datetime) -> Planned | None:
+    async def _follow(self, p: Planned, after: FollowUp, now: datetime,
+                      answered: datetime) -> Planned | None:
         """Act on a follow-up; the decision to write in the next round, if any."""
         key = p.key
         action = after.action
         if action is Action.DONE:
-            self.account(p.obj, after.decision, key)
+            self.account(p.obj, after.decision, key, answered)
             self.timers.arm(key, after.decision.wake_at)
             self.retries.pop(key, None)
             self.refusals.pop(key, None)
@@ -294,8 +296,8 @@ class Executor:
         self.retries[key] = self.backoff.maximum
         self.timers.arm(key, now + timedelta(seconds=self.backoff.maximum))
 
-    def account(self, obj: Obj, decision: Decision, key: Key) -> None:
-        """Metrics, a log line and Events for an executed decision."""
+    def account(self, obj: Obj, decision: Decision, key: Key, at: datetime) -> None:
+        """Metrics, a log line and Events for a decision executed by ``at``."""
         ns, name = key
         m = self.metrics
         if decision.outcome is Outcome.BACKFILLED and decision.create is not None:
@@ -306,7 +308,7 @@ class Executor:
             assert decision.tick is not None
             # From the planned fire (the tick plus its jitter; for a buffered tick, the
             # moment it could start): the delay the scheduler added, not the one asked for.
-            lag = (self.clock() - (decision.planned or decision.tick)).total_seconds()
+            lag = (at - (decision.planned or decision.tick)).total_seconds()
             m.scheduled_fires.inc()
             m.fire_lag.observe(max(lag, 0.0))
             log.info("fired", namespace=ns, schedule=name, run=decision.create["metadata"]["name"],

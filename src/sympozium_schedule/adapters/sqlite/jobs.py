@@ -155,19 +155,26 @@ def _merged_patch_job(ref: Ref, patch: Mapping[str, Any], expected: str, base: O
     is ``base`` with the merged status and the new version. None for a patch that
     changes nothing (the general job says so without writing)."""
     current = base.get("status") or {}
-    merged = merge_patch(current, patch)
+    merged = dict(current)
+    for key, value in patch.items():  # RFC 7386, the top level here (it is most of it)
+        if value is None:
+            merged.pop(key, None)
+        elif isinstance(value, Mapping):
+            merged[key] = merge_patch(current.get(key), value)
+        else:
+            merged[key] = value
     if merged == current:
         return None
     text = storable(merged, "the status patch")
     result = dict(base)
     result["metadata"] = dict(base.get("metadata") or {})
     result["status"] = merged
-    fallback = patch_job(ref, patch, expected)
 
     def job(tx: Tx) -> Obj:
         rv = tx.revision + 1
         if not tx.set_status(ref.kind, ref.namespace, ref.name, rv, text, expected):
-            answer: Obj = fallback(tx)  # why not: gone, changed, or too large
+            # Why not: gone, changed, or too large; the general job finds out.
+            answer: Obj = patch_job(ref, patch, expected)(tx)
             return answer
         tx.bump()
         result["metadata"]["resourceVersion"] = str(rv)
