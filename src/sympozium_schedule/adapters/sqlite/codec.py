@@ -1,4 +1,4 @@
-"""Objects as rows: checking what is stored, serialising it, and reading it back."""
+"""Objects on their way in: checking what is stored and serialising it (the caller's side)."""
 
 from __future__ import annotations
 
@@ -8,20 +8,13 @@ from typing import Any
 
 import orjson
 
+from sympozium_schedule.adapters.sqlite.tx import MAX_OBJECT_BYTES, dumps
 from sympozium_schedule.core.errors import SpecError
 from sympozium_schedule.core.model import Kind, check_name, is_dns1123_label
 from sympozium_schedule.ports.store import Invalid, Obj
 
 # Kinds whose status lives behind a /status subresource: create and update ignore it.
 STATUS_KINDS = frozenset({Kind.SCHEDULE, Kind.AGENT_RUN, Kind.INSTANCE})
-MANAGED_META = ("uid", "creationTimestamp", "generation", "resourceVersion", "namespace", "name")
-MAX_OBJECT_BYTES = 1_500_000  # etcd's default request limit: the same ceiling as a cluster
-
-
-def dumps(value: Any) -> str:
-    # orjson: an order of magnitude faster than json on the fire path, and it refuses
-    # what UTF-8 cannot hold (lone surrogates) by itself.
-    return orjson.dumps(value).decode()
 
 
 def storable(value: Any, what: str) -> str:
@@ -31,14 +24,6 @@ def storable(value: Any, what: str) -> str:
         return dumps(value)
     except (TypeError, ValueError) as exc:  # orjson.JSONEncodeError is a TypeError
         raise Invalid(f"{what} cannot be stored: {exc}") from exc
-
-
-def assemble(body: str, status: str | None, rv: int) -> Obj:
-    obj: Obj = orjson.loads(body)
-    obj["metadata"]["resourceVersion"] = str(rv)
-    if status is not None:
-        obj["status"] = orjson.loads(status)
-    return obj
 
 
 def owner_of(obj: Obj) -> str | None:
@@ -116,7 +101,5 @@ def not_newer(held: str | None, rv: int) -> bool:
         return False
 
 
-def check_size(body: str, status: str | None) -> None:
-    size = len(body.encode()) + (len(status.encode()) if status else 0)
-    if size > MAX_OBJECT_BYTES:
-        raise Invalid(f"the object is {size} bytes, more than the {MAX_OBJECT_BYTES} allowed")
+__all__ = ["MAX_OBJECT_BYTES", "STATUS_KINDS", "UIDS", "not_newer", "owner_of", "prepare",
+           "storable", "valid_name"]

@@ -14,8 +14,6 @@ import contextlib
 import sqlite3
 from pathlib import Path
 
-from sympozium_schedule.ports.store import Unavailable
-
 SCHEMA_VERSION = 2
 SCHEMA = """
 CREATE TABLE IF NOT EXISTS objects (
@@ -66,6 +64,9 @@ def connect_for_reading(path: Path) -> tuple[sqlite3.Connection, bool]:
 
 def check_schema(conn: sqlite3.Connection, path: Path) -> None:
     """Refuse a store written by an incompatible version, instead of misreading it."""
+    # Imported here: the writer process imports this module, and not the models.
+    from sympozium_schedule.ports.store import Unavailable
+
     try:
         row = conn.execute("SELECT value FROM meta WHERE key='schema'").fetchone()
     except sqlite3.OperationalError:

@@ -21,10 +21,11 @@ import time
 from collections.abc import AsyncIterator, Callable, Mapping, Sequence
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal
 
-from sympozium_schedule.adapters.sqlite import jobs
-from sympozium_schedule.adapters.sqlite.codec import MAX_OBJECT_BYTES, assemble
+from sympozium_schedule.adapters.sqlite import ops
+from sympozium_schedule.adapters.sqlite.child import ProcessWriter
+from sympozium_schedule.adapters.sqlite.codec import MAX_OBJECT_BYTES
 from sympozium_schedule.adapters.sqlite.schema import (
     SCHEMA,
     check_schema,
@@ -32,9 +33,9 @@ from sympozium_schedule.adapters.sqlite.schema import (
     connect_for_reading,
     has_schema,
 )
-from sympozium_schedule.adapters.sqlite.tx import Job
+from sympozium_schedule.adapters.sqlite.tx import assemble
 from sympozium_schedule.adapters.sqlite.watch import Watches
-from sympozium_schedule.adapters.sqlite.writer import Writer
+from sympozium_schedule.adapters.sqlite.writer import ThreadWriter, Writer
 from sympozium_schedule.core.model import Kind
 from sympozium_schedule.ports.store import (
     GroupResults,
@@ -69,7 +70,10 @@ class SQLiteStore:
         follow_other_processes: bool = True,
         keep_changes: int = 200_000,
         event_ttl: timedelta = timedelta(hours=1),
+        writer: Literal["thread", "process"] = "thread",
     ):
+        """``writer``: where writes are committed; ``"process"`` (the scheduler's) runs
+        them beside this process instead of in a thread of it (see ``child``)."""
         self.path = Path(path)
         self._clock = clock or (lambda: datetime.now(UTC))
         try:
@@ -94,8 +98,13 @@ class SQLiteStore:
         self._writer: Writer | None = None
         self._watches = Watches(self.path, self._read, self._watch_limit, poll=poll_interval,
                                 max_poll=max_poll_interval, follow=follow_other_processes)
-        self._writer = Writer(self.path, self._clock, self._watches.notify, keep_changes,
-                              event_ttl, self._reopen_reader_and_wait)
+        if writer == "process":
+            self._writer = ProcessWriter(self.path, self._watches.notify, keep_changes=keep_changes,
+                                         event_ttl=event_ttl, clock=clock)
+        else:
+            self._writer = ThreadWriter(self.path, self._clock, self._watches.notify,
+                                        keep_changes=keep_changes, event_ttl=event_ttl,
+                                        before_reconnect=self._reopen_reader_and_wait)
         self._closed = False
 
     # --- plumbing -------------------------------------------------------------------------
@@ -103,11 +112,11 @@ class SQLiteStore:
     def _watch_limit(self) -> int | None:
         return self._writer.watch_limit() if self._writer is not None else None
 
-    async def _write(self, job: Job) -> Any:
+    async def _write(self, prepared: ops.Prepared) -> Any:
         if self._closed or self._writer is None:
             raise Unavailable("the store is closed")
         self._loop = asyncio.get_running_loop()
-        return await self._writer.submit(job)
+        return ops.settle(prepared, await self._writer.submit(prepared.op))
 
     def _reopen_reader_and_wait(self) -> None:
         """Called by the writer thread before it reconnects after a failed write.
@@ -192,6 +201,8 @@ class SQLiteStore:
                 self._reader.execute("COMMIT")
         except sqlite3.Error as exc:
             raise Unavailable(f"the store could not be read ({exc})") from exc
+        if self._writer is not None:
+            self._writer.seen(revision)
         items = [assemble(*row) for row in rows]
         return Listing([o for o in items if labels_match(o, labels)], str(revision))
 
@@ -203,21 +214,21 @@ class SQLiteStore:
                                    labels=labels, known=known)
 
     async def create(self, obj: Obj) -> Obj:
-        result: Obj = await self._write(jobs.create_job(obj))
+        result: Obj = await self._write(ops.create(obj))
         return result
 
     async def update(self, obj: Obj) -> Obj:
-        result: Obj = await self._write(jobs.update_job(obj))
+        result: Obj = await self._write(ops.update(obj))
         return result
 
     async def patch_status(
         self, ref: Ref, patch: Mapping[str, Any], *, resource_version: str | None = None
     ) -> Obj:
-        result: Obj = await self._write(jobs.patch_job(ref, patch, resource_version))
+        result: Obj = await self._write(ops.patch_status(ref, patch, resource_version))
         return result
 
     async def delete(self, ref: Ref, *, uid: str | None = None) -> None:
-        await self._write(jobs.delete_job(ref, uid, missing_ok=False))
+        await self._write(ops.delete(ref, uid, missing_ok=False))
 
     async def write_groups(self, groups: Sequence[Sequence[Write]]) -> GroupResults:
         """All groups as one job of the writer: one queue entry, one future, one
@@ -225,10 +236,10 @@ class SQLiteStore:
 
         The objects of Create writes are handed over: the store keeps and completes
         them (the copy create() makes showed in the burst profile)."""
-        job = jobs.groups_job(groups)
-        if job is None:
+        prepared = ops.groups(groups)
+        if prepared is None:
             return []
-        result: GroupResults = await self._write(job)
+        result: GroupResults = await self._write(prepared)
         return result
 
     async def close(self) -> None:

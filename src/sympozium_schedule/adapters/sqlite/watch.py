@@ -17,7 +17,8 @@ from typing import Any
 import orjson
 from watchfiles import awatch
 
-from sympozium_schedule.adapters.sqlite.codec import assemble, not_newer
+from sympozium_schedule.adapters.sqlite.codec import not_newer
+from sympozium_schedule.adapters.sqlite.tx import assemble
 from sympozium_schedule.core.model import Kind
 from sympozium_schedule.ports.store import (
     EventType,

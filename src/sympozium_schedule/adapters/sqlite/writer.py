@@ -1,9 +1,17 @@
-"""The single writer thread of this process, committing queued jobs in groups.
+"""The writer of a store, as its callers see it: submit an op, await what it came to.
 
-Writes queue up and the thread commits whatever is queued as one transaction
-(group commit), which is what lets a burst of thousands of fires land in a few
-transactions. A job that fails in a way that may have left half its writes
-undoes the group, and every job of it is then tried in a transaction of its own.
+Two of them run the same :class:`~sympozium_schedule.adapters.sqlite.engine.Engine`:
+:class:`ThreadWriter`, a thread of this process (the CLI, tests: nothing to
+start), and ``child.ProcessWriter``, a process of its own, for the scheduler:
+there the SQL and the writer's Python run beside the event loop instead of
+taking turns with it for the GIL.
+
+Holding this process's watches back. A watch that read this process's newest
+changes before their writers got the results would hand a controller its own
+writes as news (it has not updated its cache yet): a second decision for every
+fire. So while a write is in flight, watches here read only below the
+revision this process knew of when it was submitted, until the write's result
+has been delivered (and its caller's continuation has run).
 """
 
 from __future__ import annotations
@@ -11,76 +19,126 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import queue
-import sqlite3
 import threading
 from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 from pathlib import Path
-from typing import Any
 
-from sympozium_schedule.adapters.sqlite.schema import connect
-from sympozium_schedule.adapters.sqlite.tx import Job, Tx
-from sympozium_schedule.core.model import format_time
-from sympozium_schedule.ports.store import StoreError, Unavailable
+from sympozium_schedule.adapters.sqlite.engine import Engine, Op, Outcome
 
 Clock = Callable[[], datetime]
-_MAX_BATCH = 2000
+MAX_BATCH = 2000  # ops per transaction at most
+
 
 @dataclass(slots=True)
 class Pending:
-    job: Job
-    future: asyncio.Future[Any]
+    ident: int
+    op: Op
+    future: asyncio.Future[Outcome]
     loop: asyncio.AbstractEventLoop
 
 
-def settle_all(results: list[tuple[asyncio.Future[Any], bool, Any]],
-               release: Callable[[], None] | None = None) -> None:
-    for future, ok, value in results:
-        if future.done():
-            continue
-        if ok:
-            future.set_result(value)
-        else:
-            future.set_exception(value)
-    if release is not None:
-        # After the callers' continuations, which set_result has just scheduled:
-        # they update their caches before any watch of this process sees the writes.
-        asyncio.get_running_loop().call_soon(release)
+def _deliver(results: list[tuple[asyncio.Future[Outcome], Outcome]],
+             release: Callable[[], None]) -> None:
+    for future, outcome in results:
+        if not future.done():
+            future.set_result(outcome)
+    # After the callers' continuations, which set_result has just scheduled: they
+    # update their caches before any watch of this process sees the writes.
+    asyncio.get_running_loop().call_soon(release)
 
 
 class Writer:
-    """The single writer thread of this process, committing queued jobs in groups."""
+    """What both writers share: submitting, holding watches back, delivering results."""
 
-    def __init__(self, path: Path, clock: Clock, on_commit: Callable[[], None],
-                 keep_changes: int, event_ttl: timedelta, on_failure: Callable[[], None]):
-        self._path = path
-        self._clock = clock
+    def __init__(self, on_commit: Callable[[], None]):
         self._on_commit = on_commit
-        self._on_failure = on_failure
-        self._reader_suspect = False
-        self._holds: list[int] = []
-        self._holds_lock = threading.Lock()
-        self._pending_hold: int | None = None
-        self._keep = keep_changes
-        self._event_ttl = event_ttl
+        self._lock = threading.Lock()
+        self._holds: dict[int, int] = {}  # request -> the revision watches stay below
+        self._known = 0  # a revision the store has reached (a lower bound of the current one)
+        self._next = 0
+
+    def submit(self, op: Op) -> asyncio.Future[Outcome]:
+        loop = asyncio.get_running_loop()
+        future: asyncio.Future[Outcome] = loop.create_future()
+        with self._lock:
+            self._next += 1
+            ident = self._next
+            self._holds[ident] = self._known + 1
+        self._send(Pending(ident, op, future, loop))
+        return future
+
+    def _send(self, pending: Pending) -> None:
+        raise NotImplementedError
+
+    def stop(self) -> None:
+        raise NotImplementedError
+
+    def watch_limit(self) -> int | None:
+        """Watches of this process read changes below this revision (None: all)."""
+        with self._lock:
+            return min(self._holds.values()) if self._holds else None
+
+    def seen(self, revision: int) -> None:
+        """The store has reached ``revision`` (a read saw it)."""
+        with self._lock:
+            self._known = max(self._known, revision)
+
+    def _settle(self, batch: list[Pending], outcomes: list[Outcome], revision: int | None) -> None:
+        """Deliver results (from the writer's thread): one wake-up per event loop."""
+        if revision is not None:
+            self.seen(revision)
+        idents = [p.ident for p in batch]
+
+        def release() -> None:
+            with self._lock:
+                for ident in idents:
+                    self._holds.pop(ident, None)
+
+        by_loop: dict[asyncio.AbstractEventLoop, list[tuple[asyncio.Future[Outcome], Outcome]]] = {}
+        for pending, outcome in zip(batch, outcomes, strict=True):
+            by_loop.setdefault(pending.loop, []).append((pending.future, outcome))
+        loops = list(by_loop.items())
+        for i, (loop, results) in enumerate(loops):
+            last = i == len(loops) - 1
+            try:
+                loop.call_soon_threadsafe(_deliver, results, release if last else _nothing)
+            except RuntimeError:  # a loop closed meanwhile
+                if last:
+                    release()
+        if not loops:
+            release()
+        if any(ok for ok, _ in outcomes):
+            self._on_commit()
+
+
+def _nothing() -> None:
+    return None
+
+
+class ThreadWriter(Writer):
+    """The engine in a thread of this process."""
+
+    def __init__(self, path: Path, clock: Clock, on_commit: Callable[[], None], *,
+                 keep_changes: int, event_ttl: timedelta,
+                 before_reconnect: Callable[[], None] | None = None):
+        super().__init__(on_commit)
+        self._clock = clock
+        self._engine = Engine(path, keep_changes=keep_changes, event_ttl=event_ttl,
+                              before_reconnect=before_reconnect)
         self._queue: queue.SimpleQueue[Pending | None] = queue.SimpleQueue()
         self._thread = threading.Thread(target=self._run, name="sqlite-writer", daemon=True)
-        self._commits = 0
         self._thread.start()
 
-    def submit(self, job: Job) -> asyncio.Future[Any]:
-        loop = asyncio.get_running_loop()
-        future: asyncio.Future[Any] = loop.create_future()
-        self._queue.put(Pending(job, future, loop))
-        return future
+    def _send(self, pending: Pending) -> None:
+        self._queue.put(pending)
 
     def stop(self) -> None:
         self._queue.put(None)
         self._thread.join(timeout=10)
 
     def _run(self) -> None:
-        conn: sqlite3.Connection | None = None
         try:
             while True:
                 first = self._queue.get()
@@ -88,7 +146,7 @@ class Writer:
                     return
                 batch = [first]
                 stopping = False
-                while len(batch) < _MAX_BATCH:
+                while len(batch) < MAX_BATCH:
                     try:
                         item = self._queue.get_nowait()
                     except queue.Empty:
@@ -97,157 +155,11 @@ class Writer:
                         stopping = True
                         break
                     batch.append(item)
-                if conn is None:
-                    if self._reader_suspect:
-                        # The reader shares the file's descriptors and shared memory
-                        # with any connection this process opens: reopen it first, now
-                        # that the cause may be fixed (see SQLiteStore._reopen_reader).
-                        self._on_failure()
-                        self._reader_suspect = False
-                    try:
-                        conn = connect(self._path)
-                    except sqlite3.Error as exc:
-                        self._settle(batch, [(False, unavailable(exc))] * len(batch), None)
-                        continue
-                outcomes, healthy = self._commit(conn, batch)
-                if not healthy:
-                    # A connection that failed (read-only file, disk full) can stay
-                    # failed after the cause is fixed: open a fresh one next time, once
-                    # the reader has let go of the file too (see on_failure).
-                    conn.close()
-                    conn = None
-                    self._reader_suspect = True
-                self._settle(batch, outcomes, self._take_hold())
-                if any(ok for ok, _ in outcomes):
-                    self._on_commit()
+                outcomes, revision = self._engine.commit([p.op for p in batch], self._clock())
+                self._settle(batch, outcomes, revision)
                 if stopping:
                     return
         finally:
-            if conn is not None:
-                conn.close()
-
-    def _commit(self, conn: sqlite3.Connection,
-                batch: list[Pending]) -> tuple[list[tuple[bool, Any]], bool]:
-        """Commit a group: each job's outcome, and False when the database itself failed."""
-        healthy = True
-        try:
-            outcomes = self._transaction(conn, batch)
-        except Poisoned:
-            # A job failed in a way that may have left half its writes: undo the
-            # group and give every job a transaction of its own.
-            outcomes = []
-            for pending in batch:
-                try:
-                    outcomes.extend(self._transaction(conn, [pending]))
-                except Poisoned as exc:
-                    outcomes.append((False, exc.cause))
-                except sqlite3.Error as exc:
-                    healthy = False
-                    outcomes.append((False, unavailable(exc)))
-        except sqlite3.Error as exc:
-            healthy = False
-            outcomes = [(False, unavailable(exc))] * len(batch)
-        return outcomes, healthy
-
-    # --- holding this process's watches back until the writers have heard back ----------
-    #
-    # A watch that read this process's newest changes before their writers got the
-    # results would hand a controller its own writes as news (it has not updated
-    # its cache yet): a second decision for every fire. So from just before a group
-    # commits until its results are delivered, watches here read only below it.
-
-    def _hold(self, first: int) -> None:
-        with self._holds_lock:
-            self._holds.append(first)
-            self._pending_hold = first
-
-    def _take_hold(self) -> Callable[[], None] | None:
-        first, self._pending_hold = self._pending_hold, None
-        if first is None:
-            return None
-
-        def release() -> None:
-            with self._holds_lock, contextlib.suppress(ValueError):
-                self._holds.remove(first)
-
-        return release
-
-    def watch_limit(self) -> int | None:
-        """Watches of this process read changes below this revision (None: all)."""
-        with self._holds_lock:
-            return min(self._holds) if self._holds else None
-
-    def _settle(self, batch: list[Pending], outcomes: list[tuple[bool, Any]],
-                release: Callable[[], None] | None) -> None:
-        # One wake-up of each event loop per group, not one per job: with thousands of
-        # jobs a group, the self-pipe writes were a visible share of the burst profile.
-        by_loop: dict[asyncio.AbstractEventLoop, list[tuple[asyncio.Future[Any], bool, Any]]] = {}
-        for pending, (ok, value) in zip(batch, outcomes, strict=True):
-            by_loop.setdefault(pending.loop, []).append((pending.future, ok, value))
-        for loop, results in by_loop.items():
-            try:
-                loop.call_soon_threadsafe(settle_all, results, release)
-                release = None  # released by the first loop's delivery
-            except RuntimeError:  # a loop closed meanwhile
-                continue
-        if release is not None:
-            release()
-
-    def _transaction(self, conn: sqlite3.Connection, batch: list[Pending]) -> list[tuple[bool, Any]]:
-        conn.execute("BEGIN IMMEDIATE")
-        try:
-            start = conn.execute("SELECT value FROM meta WHERE key='revision'").fetchone()[0]
-            tx = Tx(conn, start, self._clock())
-            outcomes: list[tuple[bool, Any]] = []
-            for pending in batch:
-                try:
-                    outcomes.append((True, pending.job(tx)))
-                except StoreError as exc:
-                    outcomes.append((False, exc))
-                except sqlite3.Error:
-                    raise
-                except Exception as exc:
-                    raise Poisoned(exc) from exc
-            tx.flush()
-            if tx.revision != start:
-                conn.execute("UPDATE meta SET value=? WHERE key='revision'", (tx.revision,))
-                self._commits += 1
-                if self._commits % 500 == 0:
-                    self._compact(tx)
-                self._hold(start + 1)
-            conn.execute("COMMIT")
-            return outcomes
-        except BaseException:
-            with contextlib.suppress(sqlite3.Error):
-                conn.execute("ROLLBACK")
-            release = self._take_hold()
-            if release is not None:
-                release()
-            raise
-
-    def _compact(self, tx: Tx) -> None:
-        """Trim the change log and expire Events (Kubernetes keeps Events an hour)."""
-        horizon = tx.revision - self._keep
-        if horizon > 0:
-            tx.conn.execute("DELETE FROM changes WHERE rv <= ?", (horizon,))
-            tx.conn.execute(
-                "UPDATE meta SET value=max(value, ?) WHERE key='compacted'", (horizon,)
-            )
-        cutoff = format_time(tx.now - self._event_ttl)
-        tx.conn.execute(
-            "DELETE FROM objects WHERE kind='Event' AND "
-            "json_extract(body, '$.metadata.creationTimestamp') < ?",
-            (cutoff,),
-        )
-
-
-class Poisoned(Exception):
-    def __init__(self, cause: Exception):
-        super().__init__(str(cause))
-        self.cause = cause
-
-
-def unavailable(exc: sqlite3.Error) -> Unavailable:
-    return Unavailable(f"the store could not be written ({exc})")
-
+            with contextlib.suppress(Exception):
+                self._engine.close()
 
