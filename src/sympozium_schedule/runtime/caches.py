@@ -125,13 +125,11 @@ class Caches:
         if decision.status_view is None or written_meta.get("generation") != view.meta.generation:
             self._views.pop(key, None)  # the spec changed meanwhile (pauseOnFailure): parse it
             return
-        version = str(written_meta.get("resourceVersion"))
-        meta = view.meta
-        if meta.resource_version != version:
-            meta = type(meta)(meta.namespace, meta.name, meta.uid, meta.generation, version,
-                              meta.creation, meta.labels, meta.annotations, meta.owner_uids)
-        self._views[key] = (version, ScheduleView(meta, view.spec, view.spec_error,
-                                                  decision.status_view, view.timetable))
+        # The metadata view is kept as it was (its resourceVersion is not decided on: the
+        # cache's key says which version the view is of).
+        self._views[key] = (str(written_meta.get("resourceVersion")),
+                            ScheduleView(view.meta, view.spec, view.spec_error,
+                                         decision.status_view, view.timetable))
 
     def forget_schedule(self, key: Key) -> None:
         self._views.pop(key, None)

@@ -87,7 +87,9 @@ class EventRecorder:
     def record(self, involved: Obj, note: Note) -> None:
         now = self._monotonic()
         uid = str((involved.get("metadata") or {}).get("uid"))
-        bucket = self._per_object.setdefault(uid, _Bucket(self._burst, self._rate))
+        bucket = self._per_object.get(uid)
+        if bucket is None:
+            bucket = self._per_object[uid] = _Bucket(self._burst, self._rate)
         if not (bucket.take(now) and self._global.take(now)):
             self._metrics.events_dropped.inc()
             return

@@ -131,14 +131,14 @@ class Executor:
                     log.exception("writing a chunk of decisions failed")
                 results = [[error] for _ in batch]
             answered = self.clock()  # when the writes came back: fire lag stops here
-            counts = {"delete": 0, "create": 0, "status": 0}
+            counts = {"delete": 0, "create": 0, "status": 0, "fired": 0}
             following: list[Planned] = []
             for p, (writes, steps), got in zip(batch, rounds, results, strict=True):
                 try:
                     written = [await self._apply(p, step, write, result, counts)
                                for step, write, result in zip(steps, writes, got, strict=False)]
                     after = follow_up(p.view, p.decision, p.steps[p.done:], written, now)
-                    nxt = await self._follow(p, after, now, answered)
+                    nxt = await self._follow(p, after, now, answered, counts)
                 except Exception:  # a bug must not take the chunk down with it
                     log.exception("executing a decision failed", namespace=p.key[0],
                                   schedule=p.key[1])
@@ -151,6 +151,7 @@ class Executor:
             m.deletes.inc(counts["delete"])
             m.creates.inc(counts["create"])
             m.status_writes.inc(counts["status"])
+            m.scheduled_fires.inc(counts["fired"])
             batch = following
 
     def _writes(self, p: Planned) -> tuple[list[Write], list[Step]]:
@@ -230,13 +231,13 @@ class Executor:
             return Written(Result.TAKEN, ours=True)
         return Written(Result.TAKEN, holder=", ".join(owners))
 
-    async def _follow(self, p: Planned, after: FollowUp, now: datetime,
-                      answered: datetime) -> Planned | None:
+    async def _follow(self, p: Planned, after: FollowUp, now: datetime, answered: datetime,
+                      counts: dict[str, int]) -> Planned | None:
         """Act on a follow-up; the decision to write in the next round, if any."""
         key = p.key
         action = after.action
         if action is Action.DONE:
-            self.account(p.obj, after.decision, key, answered)
+            self.account(p.obj, after.decision, key, answered, counts)
             self.timers.arm(key, after.decision.wake_at)
             self.retries.pop(key, None)
             self.refusals.pop(key, None)
@@ -296,8 +297,10 @@ class Executor:
         self.retries[key] = self.backoff.maximum
         self.timers.arm(key, now + timedelta(seconds=self.backoff.maximum))
 
-    def account(self, obj: Obj, decision: Decision, key: Key, at: datetime) -> None:
-        """Metrics, a log line and Events for a decision executed by ``at``."""
+    def account(self, obj: Obj, decision: Decision, key: Key, at: datetime,
+                counts: dict[str, int]) -> None:
+        """Metrics, a log line and Events for a decision executed by ``at`` (the round's
+        counters, in ``counts``, are added to the metrics once a round)."""
         ns, name = key
         m = self.metrics
         if decision.outcome is Outcome.BACKFILLED and decision.create is not None:
@@ -309,7 +312,7 @@ class Executor:
             # From the planned fire (the tick plus its jitter; for a buffered tick, the
             # moment it could start): the delay the scheduler added, not the one asked for.
             lag = (at - (decision.planned or decision.tick)).total_seconds()
-            m.scheduled_fires.inc()
+            counts["fired"] += 1
             m.fire_lag.observe(max(lag, 0.0))
             log.info("fired", namespace=ns, schedule=name, run=decision.create["metadata"]["name"],
                      tick=decision.tick.isoformat(), lag_ms=round(lag * 1000, 1))
