@@ -7,7 +7,7 @@ their status changes, so deciding twice on the same inputs writes nothing new.
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from datetime import datetime
 from typing import Any, Literal
@@ -19,6 +19,7 @@ from sympozium_schedule.core.model import (
     ScheduleStatus,
     ScheduleView,
     format_time,
+    parse_time,
 )
 
 READY = "Ready"
@@ -130,3 +131,34 @@ class StatusBuilder:
         if self.conditions:
             status["conditions"] = [c.to_dict() for c in self._ordered_conditions()]
         return status
+
+
+# Phases in which a schedule waits for nothing but a person (no timer to arm).
+_AT_REST = frozenset({"Suspended", "Completed", "Error"})
+
+
+def standing(status: Mapping[str, Any], generation: int, now: datetime
+             ) -> tuple[bool, datetime | None]:
+    """Whether a stored status stands as the last decision left it, and when it wakes.
+
+    True, with its next fire time (None: it waits for no tick), when the status was
+    written for this generation of the spec and says what comes next: an Active
+    schedule's next tick still ahead, nothing buffered, no backfill under way; or a
+    schedule at rest (suspended, completed, in error). A restart arms such a
+    schedule's timer from its status at once and decides it in the background
+    (nothing it would write is due before that tick); anything else is decided
+    before the scheduler is ready."""
+    if status.get("observedGeneration") != generation:
+        return False, None
+    phase = status.get("phase")
+    if phase in _AT_REST:
+        return True, None
+    if phase != "Active" or status.get("buffered"):
+        return False, None
+    backfill = status.get("backfill")
+    if isinstance(backfill, Mapping) and backfill.get("state") == "Running":
+        return False, None
+    wake = parse_time(status.get("nextFireTime") or status.get("nextRunTime"))
+    if wake is None or wake <= now:
+        return False, None
+    return True, wake

@@ -19,6 +19,7 @@ means read again and decide again).
 from __future__ import annotations
 
 import asyncio
+import itertools
 import random
 from dataclasses import dataclass, field
 from datetime import datetime
@@ -28,6 +29,7 @@ import structlog
 
 from sympozium_schedule.core.decide import reconcile
 from sympozium_schedule.core.model import LABEL_SCHEDULE
+from sympozium_schedule.core.status import standing
 from sympozium_schedule.ports.store import Labels, Obj, Store
 from sympozium_schedule.runtime.caches import Caches
 from sympozium_schedule.runtime.clock import Clock, MonotonicClock, monotonic, system_clock
@@ -62,7 +64,9 @@ class ControllerSettings:
     # Kubernetes: Sympozium labels memory ConfigMaps sympozium.ai/component=memory;
     # watching every ConfigMap in a cluster would be wasteful.
     memory_labels: Labels | None = None
-    run_labels: Labels = field(default_factory=lambda: {LABEL_SCHEDULE: None})
+    # The runs watched: those of schedules (None: every run, for a runner that shares
+    # the controller's informer in embedded mode).
+    run_labels: Labels | None = field(default_factory=lambda: {LABEL_SCHEDULE: None})
     chunk_size: int = 256  # decisions per store call in a pass
     retry_initial: float = 0.5
     retry_max: float = 30.0
@@ -105,9 +109,13 @@ class Controller:
         self.metrics.watch_phases(self._phases)
         self.synced = asyncio.Event()  # caches filled
         self.ready = asyncio.Event()  # caches filled and a first pass made (timers armed)
+        # Every schedule decided at least once since the start (see _start_from_status).
+        self.decided_all = asyncio.Event()
         self.passes = 0
         self.busy = False  # a pass is being made
         self._dirty: set[Key] = set()
+        # Schedules armed from their stored status at start, decided in the background.
+        self._deferred: dict[Key, None] = {}
         self._wakeup = asyncio.Event()
 
     # --- what marks a schedule dirty ---------------------------------------------------------
@@ -143,8 +151,8 @@ class Controller:
 
     @property
     def idle(self) -> bool:
-        """Nothing dirty and no pass under way (tests wait for this)."""
-        return not self._dirty and not self.busy
+        """Nothing dirty or deferred and no pass under way (tests wait for this)."""
+        return not self._dirty and not self._deferred and not self.busy
 
     # --- running ------------------------------------------------------------------------
 
@@ -159,16 +167,25 @@ class Controller:
         for informer in self.caches.informers:
             await informer.synced.wait()
         self.synced.set()  # a standby is ready from here on; only the leader passes
-        self.mark_all()
         self.timers.start()
+        self._wakeup.set()
+        fresh = True  # (re)starting: _start_from_status says what to decide first
         try:
             while True:
-                await self._wakeup.wait()
+                if not self._dirty and self._deferred and not fresh:
+                    # Quiet: decide the next few schedules armed from their status.
+                    chunk = list(itertools.islice(self._deferred, self.settings.chunk_size))
+                    self._dirty.update(chunk)
+                    await asyncio.sleep(0)  # a timer due meanwhile goes first
+                else:
+                    await self._wakeup.wait()
                 self._wakeup.clear()
                 if self.leader is not None and not self.leader.is_leading:
                     await self.leader.wait_leading()
-                    self.mark_all()
-                    continue
+                    fresh = True
+                if fresh:
+                    self._start_from_status()
+                    fresh = False
                 self.busy = True
                 try:
                     await self._pass()
@@ -176,8 +193,33 @@ class Controller:
                     self.busy = False
                 self.passes += 1
                 self.ready.set()
+                if not self._deferred:
+                    self.decided_all.set()
         finally:
             self.timers.stop()
+
+    def _start_from_status(self) -> None:
+        """What a (re)start decides before it is ready, and what it leaves for later.
+
+        A schedule whose stored status stands (written for this spec, its next tick still
+        ahead: :func:`~sympozium_schedule.core.status.standing`) has its timer armed from
+        that status and is decided in the background, a chunk at a time whenever the
+        controller is otherwise quiet; every other schedule is decided now. So a restart
+        of 10,000 idle schedules arms them all without deciding each first, and fires
+        nothing later than a full first pass would."""
+        now = self.clock()
+        self._dirty.clear()
+        self._deferred.clear()
+        for key, obj in self.schedules.cache.items():
+            meta = obj.get("metadata") or {}
+            generation = meta.get("generation")
+            rests, wake = standing(obj.get("status") or {},
+                                   generation if isinstance(generation, int) else 1, now)
+            if rests:
+                self.timers.arm(key, wake)
+                self._deferred[key] = None
+            else:
+                self._dirty.add(key)
 
     async def _pass(self) -> None:
         """Decide for every dirty schedule and execute the decisions.
@@ -186,6 +228,8 @@ class Controller:
         are being decided, so the store works in parallel with the core; decisions
         with nothing to write cost no store call at all, only their wake-up."""
         keys, self._dirty = self._dirty, set()
+        for key in keys:
+            self._deferred.pop(key, None)
         now = self.clock()
         slots = asyncio.Semaphore(_CHUNKS_IN_FLIGHT)
         running: set[asyncio.Task[None]] = set()
