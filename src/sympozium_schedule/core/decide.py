@@ -119,6 +119,9 @@ class TickPlan:
     message: str = ""
 
 
+_FIRE = TickPlan("fire")  # the common answer, shared
+
+
 @dataclass(frozen=True, slots=True)
 class _Ticks:
     due: datetime | None  # the tick to handle now
@@ -166,7 +169,7 @@ def plan_tick(spec: ScheduleSpec, table: Timetable | None, active: Sequence[RunV
                      message=f"skipped the {tick} tick: it is {late.total_seconds():.0f}s late, "
                              f"beyond startingDeadlineSeconds={deadline}")
     if not busy:
-        return TickPlan("fire")
+        return _FIRE
     policy = spec.concurrency_policy
     blocking = (f"AgentRun {active[-1].name} is still {active[-1].phase or 'Pending'}" if active
                 else "a buffered tick is starting")
@@ -186,7 +189,7 @@ def plan_tick(spec: ScheduleSpec, table: Timetable | None, active: Sequence[RunV
         return TickPlan("fire", delete=names,
                      message=f"deleted unfinished AgentRun(s) {', '.join(names)} to start the "
                              f"{tick} run (concurrencyPolicy: Replace)")
-    return TickPlan("fire")
+    return _FIRE
 
 
 def _ticks(schedule: ScheduleView, spec: ScheduleSpec, table: Timetable,

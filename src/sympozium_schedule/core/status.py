@@ -76,6 +76,12 @@ class StatusBuilder:
                   message: str, *, note: Literal["Normal", "Warning"] | None = None) -> None:
         old = self.previous.get(type_)
         changed = old is None or old.status != status or old.reason != reason
+        if (not changed and old is not None and old.message == message
+                and old.observed_generation == self.generation):
+            if self.conditions.get(type_) is not old:
+                self.conditions[type_] = old  # as it was: the same object
+                self._ordered = None
+            return
         since = old.last_transition_time if old and old.status == status else format_time(
             floor_second(self.now))
         self.conditions[type_] = Condition(type_, status, reason, message, since, self.generation)

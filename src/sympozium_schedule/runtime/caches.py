@@ -11,7 +11,7 @@ are applied here at once (write-through), before any watch reports them.
 from __future__ import annotations
 
 from collections.abc import Callable
-from dataclasses import dataclass
+from typing import NamedTuple
 
 from sympozium_schedule.core.decide import Decision
 from sympozium_schedule.core.model import (
@@ -27,8 +27,7 @@ from sympozium_schedule.ports.store import EventType, Labels, Obj, Store
 from sympozium_schedule.runtime.informer import Informer, Key, key_of
 
 
-@dataclass(frozen=True, slots=True)
-class Inputs:
+class Inputs(NamedTuple):
     """What a decision about one schedule reads besides the schedule itself."""
 
     runs: list[RunView]
