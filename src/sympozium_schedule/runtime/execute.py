@@ -60,6 +60,10 @@ from sympozium_schedule.runtime.timers import Timers
 
 log = structlog.get_logger("controller")
 
+_DONE = Written(Result.DONE)
+# A round with more fires and skips than this logs a line per tick, not per schedule.
+LINES_EACH = 32
+
 
 @dataclass(slots=True)
 class Planned:
@@ -106,6 +110,7 @@ class Executor:
         self._mark = mark
         self._rng = rng or random.Random()
         self.retries: dict[Key, float] = {}
+        self._lines: list[tuple[str, str, str, Any, datetime | None, float]] = []
         self.refusals: dict[Key, str] = {}  # the last permanent refusal said, per schedule
 
     def forget(self, key: Key) -> None:
@@ -152,6 +157,7 @@ class Executor:
             m.creates.inc(counts["create"])
             m.status_writes.inc(counts["status"])
             m.scheduled_fires.inc(counts["fired"])
+            self.said()
             batch = following
 
     def _writes(self, p: Planned) -> tuple[list[Write], list[Step]]:
@@ -206,7 +212,7 @@ class Executor:
                 p.obj = result
                 self.caches.wrote_status(p.key, result, p.view, p.decision)
                 counts["status"] += 1
-            return Written(Result.DONE)
+            return _DONE
         message = str(result)
         if isinstance(result, AlreadyExists) and isinstance(write, Create):
             return await self._holder(p, write)
@@ -299,8 +305,8 @@ class Executor:
 
     def account(self, obj: Obj, decision: Decision, key: Key, at: datetime,
                 counts: dict[str, int]) -> None:
-        """Metrics, a log line and Events for a decision executed by ``at`` (the round's
-        counters, in ``counts``, are added to the metrics once a round)."""
+        """Metrics, a log line and Events for a decision executed by ``at``. The fires and
+        skips of a round are counted in ``counts`` and said by :meth:`said`."""
         ns, name = key
         m = self.metrics
         if decision.outcome is Outcome.BACKFILLED and decision.create is not None:
@@ -314,16 +320,40 @@ class Executor:
             lag = (at - (decision.planned or decision.tick)).total_seconds()
             counts["fired"] += 1
             m.fire_lag.observe(max(lag, 0.0))
-            log.info("fired", namespace=ns, schedule=name, run=decision.create["metadata"]["name"],
-                     tick=decision.tick.isoformat(), lag_ms=round(lag * 1000, 1))
+            self._lines.append(("fired", ns, name, decision.create["metadata"]["name"],
+                                decision.tick, lag))
         elif decision.outcome is Outcome.SKIPPED:
             m.skips.labels(decision.skip_reason or "other").inc()
-            log.info("tick skipped", namespace=ns, schedule=name, reason=decision.skip_reason,
-                     tick=decision.tick.isoformat() if decision.tick else None)
+            self._lines.append(("tick skipped", ns, name, decision.skip_reason, decision.tick, 0.0))
         elif decision.outcome is Outcome.RECORDED:
             log.info("recorded a run created before a restart", namespace=ns, schedule=name,
                      tick=str(decision.tick))
         self.notes(obj, key, decision.notes)
+
+    def said(self) -> None:
+        """The round's fires and skips: a line each, as long as there are few. A burst is
+        one line per tick and kind (how many, the lag), each schedule's line at debug: ten
+        thousand lines a second would cost the burst a fifth of its time, and whoever
+        reads the log a screenful per fire."""
+        lines, self._lines = self._lines, []
+        if len(lines) <= LINES_EACH:
+            for event, ns, name, what, tick, lag in lines:
+                if event == "fired":
+                    log.info(event, namespace=ns, schedule=name, run=what,
+                             tick=tick.isoformat() if tick else None, lag_ms=round(lag * 1000, 1))
+                else:
+                    log.info(event, namespace=ns, schedule=name, reason=what,
+                             tick=tick.isoformat() if tick else None)
+            return
+        groups: dict[tuple[str, datetime | None], list[float]] = {}
+        for event, ns, name, what, tick, lag in lines:
+            groups.setdefault((event, tick), []).append(lag)
+            log.debug(event, namespace=ns, schedule=name, run_or_reason=what,
+                      tick=tick.isoformat() if tick else None, lag_ms=round(lag * 1000, 1))
+        for (event, tick), lags in groups.items():
+            log.info(f"{event} (a burst)", schedules=len(lags),
+                     tick=tick.isoformat() if tick else None,
+                     lag_ms_max=round(max(lags) * 1000, 1) if event == "fired" else None)
 
     def notes(self, obj: Obj, key: Key, notes: Sequence[Note]) -> None:
         for note in notes:
