@@ -23,7 +23,8 @@ import time
 from bench.common import PROJECT_DIR, SOURCE_ENV, Report, add_arguments, options_from, run_benchmark
 
 # In the order.
-BENCHMARKS = ("fire_lag", "burst", "idle", "startup_memory", "selfsched", "k8s", "peer", "shards")
+BENCHMARKS = ("fire_lag", "burst", "idle", "startup_memory", "scale", "selfsched", "k8s", "peer",
+              "shards")
 # Not in the default set: the cron library comparison that chose cronsim (no targets).
 EXTRAS = ("cron_libraries", "console", "retention")
 

@@ -35,7 +35,7 @@ from collections.abc import Callable, Iterator, Sequence
 from dataclasses import asdict, dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path
-from typing import Any, Literal
+from typing import Any, Literal, Self
 
 import psutil
 
@@ -523,7 +523,7 @@ class RunProcess:
         self._log.close()
         return self.popen.returncode
 
-    def __enter__(self) -> RunProcess:
+    def __enter__(self) -> Self:
         self.start()
         return self
 

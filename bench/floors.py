@@ -7,6 +7,8 @@ the floor must not pay for the product's imports.
     timers FILE   arm one loop.call_at timer per wall-clock instant listed in FILE
                   (a JSON list of Unix times) and print the lag of each (seconds), as JSON
     idle          an asyncio loop with nothing to do, until SIGTERM
+
+And in process, :func:`same_rows`: the rows a burst wrote, written again bare.
 """
 
 from __future__ import annotations
@@ -14,6 +16,7 @@ from __future__ import annotations
 import asyncio
 import json
 import signal
+import sqlite3
 import sys
 import time
 from pathlib import Path
@@ -52,6 +55,66 @@ async def idle() -> None:
     loop = asyncio.get_running_loop()
     loop.add_signal_handler(signal.SIGTERM, stop.set)
     await stop.wait()
+
+
+def same_rows(directory: Path, fires: int, *, chunk: int) -> float:
+    """Seconds to write, bare, the rows a burst of ``fires`` wrote in ``directory``'s store:
+    per fire the AgentRun row and its change row, the schedule's status (a conditional
+    UPDATE) and its change row; per chunk of ``chunk`` fires one transaction that reads
+    and bumps the revision. The store's own schema and pragmas, on a fresh file in the
+    same directory; the bodies and statuses are the texts the store wrote."""
+    from sympozium_schedule.adapters.sqlite.schema import SCHEMA, connect
+
+    source = sqlite3.connect(f"file:{directory / 'store.db'}?mode=ro", uri=True)
+    try:
+        schedules = source.execute(
+            "SELECT namespace, name, uid, body, status FROM objects WHERE kind='SympoziumSchedule' "
+            "ORDER BY name LIMIT ?", (fires,)).fetchall()
+        runs = source.execute(
+            "SELECT namespace, name, uid, owner, body FROM objects WHERE kind='AgentRun' "
+            "ORDER BY name LIMIT ?", (fires,)).fetchall()
+    finally:
+        source.close()
+    floor = directory / "floor.db"
+    conn = connect(floor)
+    try:
+        conn.executescript(SCHEMA)
+        conn.execute("BEGIN")
+        conn.executemany(
+            "INSERT INTO objects (kind, namespace, name, uid, rv, owner, body, status) "
+            "VALUES ('SympoziumSchedule', ?, ?, ?, 1, NULL, ?, NULL)",
+            [(ns, name, uid, body) for ns, name, uid, body, _ in schedules])
+        conn.execute("UPDATE meta SET value=1 WHERE key='revision'")
+        conn.execute("COMMIT")
+        pairs = list(zip(schedules, runs, strict=False))
+        began = time.perf_counter()
+        for start in range(0, len(pairs), chunk):
+            conn.execute("BEGIN IMMEDIATE")
+            revision = conn.execute("SELECT value FROM meta WHERE key='revision'").fetchone()[0]
+            inserts, updates, changes = [], [], []
+            for schedule, run in pairs[start:start + chunk]:
+                (s_ns, s_name, _, _, status), (r_ns, r_name, r_uid, owner, body) = schedule, run
+                revision += 1
+                inserts.append((r_ns, r_name, r_uid, revision, owner, body))
+                changes.append((revision, "AgentRun", r_ns, r_name, "ADDED", None))
+                revision += 1
+                updates.append((revision, status, s_ns, s_name))
+                changes.append((revision, "SympoziumSchedule", s_ns, s_name, "MODIFIED", None))
+            conn.executemany(
+                "INSERT INTO objects (kind, namespace, name, uid, rv, owner, body, status) "
+                "VALUES ('AgentRun', ?, ?, ?, ?, ?, ?, NULL)", inserts)
+            conn.executemany(
+                "UPDATE objects SET rv=?, status=? WHERE kind='SympoziumSchedule' AND namespace=? "
+                "AND name=? AND rv=1", updates)
+            conn.executemany("INSERT INTO changes (rv, kind, namespace, name, type, body) "
+                             "VALUES (?, ?, ?, ?, ?, ?)", changes)
+            conn.execute("UPDATE meta SET value=? WHERE key='revision'", (revision,))
+            conn.execute("COMMIT")
+        return time.perf_counter() - began
+    finally:
+        conn.close()
+        for suffix in ("", "-wal", "-shm"):
+            Path(f"{floor}{suffix}").unlink(missing_ok=True)
 
 
 def main(argv: list[str]) -> int:

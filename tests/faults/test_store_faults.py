@@ -24,9 +24,10 @@ checked at open, stop nothing either):
   block. Writes get ENOSPC, SQLite's "database or disk is full", as on a full disk;
   deleting the filler recovers. Needs CAP_SYS_ADMIN to mount (skipped otherwise).
 * ``file-size-limit``: a full disk for one process, which needs no privilege and so
-  runs everywhere: the ``run`` process's RLIMIT_FSIZE lowered to one byte with
-  prlimit(2), so its every write to a file fails with EFBIG (Python ignores SIGXFSZ;
-  its output goes to a pipe, which the limit does not cover), then raised back.
+  runs everywhere: the RLIMIT_FSIZE of the ``run`` process and of its children (the
+  store's writer process) lowered to one byte with prlimit(2), so their every write to
+  a file fails with EFBIG (Python ignores SIGXFSZ; the output goes to a pipe, which the
+  limit does not cover), then raised back.
 
 Separately, in process: a fault landing between a run's creation and the write of
 its schedule's status, which timing cannot aim at in a real process.
@@ -206,14 +207,27 @@ class FullDisk(Fault):
                 subprocess.run(["umount", "-l", str(data_dir)], capture_output=True, text=True)
 
 
+def family(pid: int) -> list[int]:
+    """``pid`` and its child processes (the store's writer process is one)."""
+    children: list[int] = []
+    for task in Path(f"/proc/{pid}/task").iterdir():
+        with contextlib.suppress(OSError):
+            children += [int(c) for c in (task / "children").read_text().split()]
+    return [pid, *children]
+
+
 class FileSizeLimit(Fault):
+    """For `run` and its children: the store's writes are committed by a child process."""
+
     def inject(self, process: RunProcess, data_dir: Path) -> None:
-        _, hard = resource.prlimit(process.pid, resource.RLIMIT_FSIZE)
-        resource.prlimit(process.pid, resource.RLIMIT_FSIZE, (1, hard))
+        for pid in family(process.pid):
+            _, hard = resource.prlimit(pid, resource.RLIMIT_FSIZE)
+            resource.prlimit(pid, resource.RLIMIT_FSIZE, (1, hard))
 
     def recover(self, process: RunProcess, data_dir: Path) -> None:
-        _, hard = resource.prlimit(process.pid, resource.RLIMIT_FSIZE)
-        resource.prlimit(process.pid, resource.RLIMIT_FSIZE, (hard, hard))
+        for pid in family(process.pid):
+            _, hard = resource.prlimit(pid, resource.RLIMIT_FSIZE)
+            resource.prlimit(pid, resource.RLIMIT_FSIZE, (hard, hard))
 
 
 FAULTS = {"read-only": ReadOnlyFiles, "disk-full": FullDisk, "file-size-limit": FileSizeLimit}

@@ -80,6 +80,15 @@ async def _sqlite_peer(store: Store) -> Store:
     return SQLiteStore(_sqlite(store).path, keep_changes=SQLITE_KEEP_CHANGES)
 
 
+async def _sqlite_process_open(tmp_path: Path, plane: ControlPlane | None = None) -> Store:
+    """The scheduler's store: its writes committed by a writer process."""
+    return SQLiteStore(tmp_path / "store.db", keep_changes=SQLITE_KEEP_CHANGES, writer="process")
+
+
+async def _sqlite_process_peer(store: Store) -> Store:
+    return SQLiteStore(_sqlite(store).path, keep_changes=SQLITE_KEEP_CHANGES, writer="process")
+
+
 async def _sqlite_expire(store: Store) -> None:
     filler = await store.create(configmap("compaction-filler", namespace="compaction"))
     for n in range(_SQLITE_COMMITS_TO_EXPIRE):
@@ -143,6 +152,8 @@ async def _kubernetes_expire(store: Store) -> None:
 
 ADAPTERS: dict[str, Adapter] = {
     "sqlite": Adapter("sqlite", _sqlite_open, _sqlite_peer, _sqlite_expire),
+    "sqlite-process": Adapter("sqlite-process", _sqlite_process_open, _sqlite_process_peer,
+                              _sqlite_expire),
     "kubernetes": Adapter("kubernetes", _kubernetes_open, _kubernetes_peer, _kubernetes_expire,
                           cluster=True),
 }

@@ -340,13 +340,13 @@ async def test_a_version_that_is_not_a_number_is_expired(sqlite: SQLiteStore) ->
 async def test_a_cancelled_watch_stops_even_when_a_commit_wakes_it_at_that_moment(
     tmp_path: Path,
 ) -> None:
-    """_Pulse.wait waits with asyncio.wait_for, which on Python 3.11 returns normally
+    """Pulse.wait waited with asyncio.wait_for, which on Python 3.11 returns normally
     when the cancellation arrives after the awaited event has fired but before the
     waiting task resumes (CPython gh-86296, fixed in 3.12): the cancellation is lost.
     An informer's watch that loses it keeps running, and whoever awaits it after
     cancelling (runtime.informer.running, app shutdown) waits for ever.
 
-    The wake-up is ``_notify``, which the writer thread schedules after every commit;
+    The wake-up is ``Watches.notify``, which the writer thread calls after every commit;
     calling it from the loop places it at a chosen turn, which a commit cannot. The
     cancellation comes 0 to 6 turns of the event loop after it, one of which meets
     the window."""
@@ -365,7 +365,7 @@ async def test_a_cancelled_watch_stops_even_when_a_commit_wakes_it_at_that_momen
             consumer = asyncio.create_task(consume())
             for _ in range(3):
                 await asyncio.sleep(0)  # the watch is parked, waiting for a wake-up
-            store._notify()
+            store._watches.notify()
             for _ in range(turns):
                 await asyncio.sleep(0)
             consumer.cancel()

@@ -119,12 +119,19 @@ class TickPlan:
     message: str = ""
 
 
+_FIRE = TickPlan("fire")  # the common answer, shared
+
+
 @dataclass(frozen=True, slots=True)
 class _Ticks:
     due: datetime | None  # the tick to handle now
     due_at: datetime | None  # when it was planned to fire
     next: datetime | None  # the next tick after it (status.nextRunTime)
     next_at: datetime | None  # when that one is planned to fire (the wake-up)
+
+
+def _order(run: RunView) -> datetime:
+    return run.order_key
 
 
 def owned_runs(schedule: ScheduleView, runs: Sequence[RunView]) -> list[RunView]:
@@ -136,7 +143,9 @@ def owned_runs(schedule: ScheduleView, runs: Sequence[RunView]) -> list[RunView]
 
 def history_to_prune(spec: ScheduleSpec, runs: Sequence[RunView]) -> list[str]:
     """Names of the finished runs beyond the history limits (the oldest of each kind)."""
-    finished = sorted((r for r in runs if r.finished), key=lambda r: r.order_key, reverse=True)
+    if not runs:
+        return []
+    finished = sorted((r for r in runs if r.finished), key=_order, reverse=True)
     ok = [r.name for r in finished if r.succeeded]
     failed = [r.name for r in finished if not r.succeeded]
     doomed = ok[spec.successful_runs_history_limit:] + failed[spec.failed_runs_history_limit:]
@@ -160,7 +169,7 @@ def plan_tick(spec: ScheduleSpec, table: Timetable | None, active: Sequence[RunV
                      message=f"skipped the {tick} tick: it is {late.total_seconds():.0f}s late, "
                              f"beyond startingDeadlineSeconds={deadline}")
     if not busy:
-        return TickPlan("fire")
+        return _FIRE
     policy = spec.concurrency_policy
     blocking = (f"AgentRun {active[-1].name} is still {active[-1].phase or 'Pending'}" if active
                 else "a buffered tick is starting")
@@ -180,7 +189,7 @@ def plan_tick(spec: ScheduleSpec, table: Timetable | None, active: Sequence[RunV
         return TickPlan("fire", delete=names,
                      message=f"deleted unfinished AgentRun(s) {', '.join(names)} to start the "
                              f"{tick} run (concurrencyPolicy: Replace)")
-    return TickPlan("fire")
+    return _FIRE
 
 
 def _ticks(schedule: ScheduleView, spec: ScheduleSpec, table: Timetable,
@@ -192,9 +201,9 @@ def _ticks(schedule: ScheduleView, spec: ScheduleSpec, table: Timetable,
     missed ticks, because this runs for every schedule on every fire and start.
     The creation tick of ``firstTick: immediate`` is never delayed by jitter.
     """
-    creation = schedule.meta.creation or EPOCH
     initial: datetime | None = None
     if cursor is None:
+        creation = schedule.meta.creation or EPOCH
         if spec.first_tick == "immediate":
             initial = floor_second(max(creation, table.start) if table.start else creation)
             if table.end is not None and initial > table.end:
@@ -205,11 +214,39 @@ def _ticks(schedule: ScheduleView, spec: ScheduleSpec, table: Timetable,
                 cursor = initial - _MICRO  # the creation tick itself counts
         else:
             cursor = creation
+    ticks = _forward(table, cursor, now)
+    if initial is not None and ticks.due is None:
+        return _Ticks(initial, initial, ticks.next, ticks.next_at)
+    return ticks
+
+
+# What a timetable says after a cursor at ``now``, shared by every schedule with the
+# same timetable (they are interned: timetable._intern) and cursor: a burst of
+# 10,000 schedules on one expression asks it once. Held for one ``now`` at a time,
+# so it keeps the answers of one pass and no more.
+_SHARED: dict[tuple[int, datetime], tuple[Timetable, _Ticks]] = {}
+_SHARED_AT: list[datetime | None] = [None]
+
+
+def _forward(table: Timetable, cursor: datetime, now: datetime) -> _Ticks:
+    if _SHARED_AT[0] != now:
+        _SHARED.clear()
+        _SHARED_AT[0] = now
+    key = (id(table), cursor)
+    found = _SHARED.get(key)
+    if found is not None and found[0] is table:
+        return found[1]
+    ticks = _forward_of(table, cursor, now)
+    _SHARED[key] = (table, ticks)
+    return ticks
+
+
+def _forward_of(table: Timetable, cursor: datetime, now: datetime) -> _Ticks:
     fire = table.fire_time
     upcoming = table.next_after(cursor)
     if upcoming is None or fire(upcoming) > now:
         upcoming_at = fire(upcoming) if upcoming is not None else None
-        return _Ticks(initial, initial, upcoming, upcoming_at)
+        return _Ticks(None, None, upcoming, upcoming_at)
     following = table.next_after(upcoming)
     if following is None or fire(following) > now:
         return _Ticks(upcoming, fire(upcoming), following,
@@ -274,8 +311,8 @@ def reconcile(
     from it, which callers cache per instance version)."""
     b = StatusBuilder(schedule, now)
     namespace = schedule.meta.namespace
-    mine = owned_runs(schedule, runs)
-    active = sorted((r for r in mine if not r.finished), key=lambda r: r.order_key)
+    mine = owned_runs(schedule, runs) if runs else []
+    active = sorted((r for r in mine if not r.finished), key=_order) if mine else []
     active_refs = [run_ref(namespace, r.name) for r in active]
 
     backfilling: backfill.Backfilling | None = None  # set once the schedule can have runs
@@ -357,7 +394,7 @@ def reconcile(
     unrecorded = sorted(
         (r for r in mine if not r.out_of_band and r.scheduled_time is not None
          and (cursor is None or r.scheduled_time > cursor)),
-        key=lambda r: r.order_key)
+        key=_order) if mine else []
     if unrecorded:
         newest = unrecorded[-1]
         assert newest.scheduled_time is not None

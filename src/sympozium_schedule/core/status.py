@@ -7,7 +7,7 @@ their status changes, so deciding twice on the same inputs writes nothing new.
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from datetime import datetime
 from typing import Any, Literal
@@ -19,10 +19,12 @@ from sympozium_schedule.core.model import (
     ScheduleStatus,
     ScheduleView,
     format_time,
+    parse_time,
 )
 
 READY = "Ready"
 TICK_SKIPPED = "TickSkipped"
+_ORDER = {READY: 0, TICK_SKIPPED: 1}
 
 # The status keys this project owns; anything else in status is left alone.
 MANAGED_STATUS_KEYS = (
@@ -55,6 +57,7 @@ class StatusBuilder:
         self.generation = schedule.meta.generation
         self.previous = {c.type: c for c in st.conditions}
         self.conditions: dict[str, Condition] = dict(self.previous)
+        self._ordered: list[Condition] | None = None
         self.notes: list[Note] = []
         self.phase = st.phase
         self.last_run_time = st.last_run_time
@@ -73,16 +76,25 @@ class StatusBuilder:
                   message: str, *, note: Literal["Normal", "Warning"] | None = None) -> None:
         old = self.previous.get(type_)
         changed = old is None or old.status != status or old.reason != reason
+        if (not changed and old is not None and old.message == message
+                and old.observed_generation == self.generation):
+            if self.conditions.get(type_) is not old:
+                self.conditions[type_] = old  # as it was: the same object
+                self._ordered = None
+            return
         since = old.last_transition_time if old and old.status == status else format_time(
             floor_second(self.now))
         self.conditions[type_] = Condition(type_, status, reason, message, since, self.generation)
+        self._ordered = None
         if note is not None and changed:
             self.notes.append(Note(note, reason, message))
 
     def _ordered_conditions(self) -> list[Condition]:
-        order = [READY, TICK_SKIPPED]
-        return sorted(self.conditions.values(),
-                      key=lambda c: (order.index(c.type) if c.type in order else 99, c.type))
+        """Ready first, then TickSkipped, then the rest by type (computed once a build)."""
+        if self._ordered is None:
+            self._ordered = sorted(self.conditions.values(),
+                                   key=lambda c: (_ORDER.get(c.type, 99), c.type))
+        return self._ordered
 
     def view(self, active: Sequence[dict[str, Any]]) -> ScheduleStatus:
         """What :meth:`build` gives, parsed (kept equal by tests/core)."""
@@ -125,3 +137,34 @@ class StatusBuilder:
         if self.conditions:
             status["conditions"] = [c.to_dict() for c in self._ordered_conditions()]
         return status
+
+
+# Phases in which a schedule waits for nothing but a person (no timer to arm).
+_AT_REST = frozenset({"Suspended", "Completed", "Error"})
+
+
+def standing(status: Mapping[str, Any], generation: int, now: datetime
+             ) -> tuple[bool, datetime | None]:
+    """Whether a stored status stands as the last decision left it, and when it wakes.
+
+    True, with its next fire time (None: it waits for no tick), when the status was
+    written for this generation of the spec and says what comes next: an Active
+    schedule's next tick still ahead, nothing buffered, no backfill under way; or a
+    schedule at rest (suspended, completed, in error). A restart arms such a
+    schedule's timer from its status at once and decides it in the background
+    (nothing it would write is due before that tick); anything else is decided
+    before the scheduler is ready."""
+    if status.get("observedGeneration") != generation:
+        return False, None
+    phase = status.get("phase")
+    if phase in _AT_REST:
+        return True, None
+    if phase != "Active" or status.get("buffered"):
+        return False, None
+    backfill = status.get("backfill")
+    if isinstance(backfill, Mapping) and backfill.get("state") == "Running":
+        return False, None
+    wake = parse_time(status.get("nextFireTime") or status.get("nextRunTime"))
+    if wake is None or wake <= now:
+        return False, None
+    return True, wake

@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import hashlib
 import itertools
+import weakref
 from collections.abc import Iterator
 from dataclasses import dataclass
 from datetime import UTC, date, datetime, time, timedelta, tzinfo
@@ -55,7 +56,7 @@ class Exclusion:
         return self.start <= tick < self.end
 
 
-@dataclass(frozen=True, slots=True)
+@dataclass(frozen=True, slots=True, weakref_slot=True)
 class Timetable:
     specs: tuple[Schedule, ...]
     exclusions: tuple[Exclusion, ...] = ()
@@ -184,7 +185,9 @@ def compile_timetable(spec: ScheduleSpec, *, anchor: datetime, seed: str) -> Tim
     if start is not None and end is not None and end <= start:
         raise SpecError("spec.endTime", spec.end_time, f"must be after startTime ({spec.start_time})")
     jitter = timedelta(0)
-    table = Timetable(tuple(specs), exclusions, start, end, jitter, seed)
+    # Without jitter the seed is never read: leave it out, so that schedules on the same
+    # expressions share one timetable (and what is memoised about it, see _intern).
+    table = Timetable(tuple(specs), exclusions, start, end, jitter, "")
     if spec.jitter is not None:
         jitter = parse_duration(spec.jitter, field="spec.jitter")
         if jitter > MAX_JITTER:
@@ -195,6 +198,21 @@ def compile_timetable(spec: ScheduleSpec, *, anchor: datetime, seed: str) -> Tim
                             f"must be shorter than the shortest time between two ticks "
                             f"({_span(gap)}), or fires would overtake each other")
         table = Timetable(tuple(specs), exclusions, start, end, jitter, seed)
+    return _intern(table)
+
+
+_INTERNED: weakref.WeakValueDictionary[tuple[object, ...], Timetable] = weakref.WeakValueDictionary()
+
+
+def _intern(table: Timetable) -> Timetable:
+    """One object per distinct timetable while any schedule uses it: 10,000 schedules
+    on ``* * * * *`` share one, so a decision can memoise what the timetable says
+    about a tick by identity (decide.py) instead of once per schedule."""
+    key = (table.specs, table.exclusions, table.start, table.end, table.jitter, table.seed)
+    found = _INTERNED.get(key)
+    if found is not None:
+        return found
+    _INTERNED[key] = table
     return table
 
 

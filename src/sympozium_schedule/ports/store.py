@@ -116,10 +116,23 @@ class Create:
 
 
 @dataclass(frozen=True, slots=True)
+class Update:
+    """Labels, annotations and spec, as :meth:`Store.update` (conditional when the
+    object carries a resourceVersion)."""
+
+    obj: Obj
+
+
+@dataclass(frozen=True, slots=True)
 class PatchStatus:
     ref: Ref
     patch: Mapping[str, Any]
     resource_version: str | None = None
+    # The object the patch applies to, as the caller read it at ``resource_version``.
+    # A store may then answer with ``base`` patched (its status merged, the new
+    # resourceVersion) instead of reading the object back, and write the merged
+    # status whole; the write is still conditional on ``resource_version``.
+    base: Obj | None = None
 
 
 @dataclass(frozen=True, slots=True)
@@ -129,7 +142,7 @@ class Delete:
     missing_ok: bool = False  # NotFound counts as done
 
 
-Write = Create | PatchStatus | Delete
+Write = Create | Update | PatchStatus | Delete
 # What a write gave: the object written (None for a delete), or why it failed.
 WriteResult = Obj | None | StoreError
 GroupResults = list[list[WriteResult]]  # module level: in a Store class, `list` is a method

@@ -22,31 +22,32 @@ from typing import IO, TYPE_CHECKING, Any
 
 import structlog
 
-from sympozium_schedule.adapters.nats.bus import NatsBroker
-from sympozium_schedule.adapters.nats.callout import Callout, Disconnector, RunTokens
-from sympozium_schedule.adapters.nats.jwt import Signer
-from sympozium_schedule.adapters.nats.server import BusAuth, EmbeddedNats
 from sympozium_schedule.adapters.sqlite import SQLiteStore
 from sympozium_schedule.core.requests import Limits
-from sympozium_schedule.ports.bus import RESULT_STREAM, Credential, RunSubjects
-from sympozium_schedule.ports.store import Obj
-from sympozium_schedule.runtime.bridge import Bridge, BridgeSettings
-from sympozium_schedule.runtime.bus_identity import CalloutConfig, ServiceAccountTokens, lightkube_review
 from sympozium_schedule.runtime.controller import Controller, ControllerSettings
 from sympozium_schedule.runtime.metrics import Metrics
 from sympozium_schedule.runtime.paths import store_path
-from sympozium_schedule.runtime.router import AgentDirectory, Router, RouterSettings
-from sympozium_schedule.runtime.runner import (
-    BUILTIN_AGENTS,
-    BridgeFactory,
-    LocalRunner,
-    RunnerSettings,
-)
 from sympozium_schedule.runtime.sandbox import Sandbox, SandboxError, landlock_abi
 
 if TYPE_CHECKING:
     from sympozium_schedule.adapters.kubernetes.sharding import ShardElector
+    from sympozium_schedule.adapters.nats.server import EmbeddedNats
+    from sympozium_schedule.ports.bus import Credential
     from sympozium_schedule.runtime.api import Console, ConsoleSettings
+    from sympozium_schedule.runtime.bus_identity import CalloutConfig
+
+# What start-up leaves for later is imported when used: the bus side, the console, the
+# metrics server (nats-py and aiohttp are a third of a start's imports).
+_LATER = {"bridge_for", "serve_callout", "serve_kubernetes_callout"}
+
+
+def __getattr__(name: str) -> Any:
+    if name in _LATER:
+        from sympozium_schedule.runtime import messaging
+
+        return getattr(messaging, name)
+    raise AttributeError(name)
+
 
 log = structlog.get_logger("app")
 
@@ -62,6 +63,12 @@ def tune_gc() -> None:
 def freeze_heap() -> None:
     gc.collect()
     gc.freeze()
+
+
+def _builtin_agents() -> dict[str, tuple[str, ...]]:
+    from sympozium_schedule.runtime.agent import BUILTIN_AGENTS
+
+    return BUILTIN_AGENTS
 
 
 class DataDirBusy(Exception):
@@ -103,7 +110,7 @@ class EmbeddedSettings:
     runner: bool = True
     # Agents by name (the built-ins demo and llm, and --agent NAME=COMMAND); an
     # instance picks one with the sympozium.ai/agent annotation, else the default.
-    agents: dict[str, tuple[str, ...]] = field(default_factory=lambda: dict(BUILTIN_AGENTS))
+    agents: dict[str, tuple[str, ...]] = field(default_factory=lambda: dict(_builtin_agents()))
     default_agent: str = "demo"
     agent_env: dict[str, str] = field(default_factory=dict)
     # required: refuse to start without Landlock; best-effort: warn and run agents
@@ -152,81 +159,51 @@ def agent_sandbox(settings: EmbeddedSettings) -> Sandbox | None:
 
 
 async def run_embedded(settings: EmbeddedSettings) -> None:
-    """Run until SIGINT/SIGTERM, then stop cleanly (agents killed, store closed)."""
+    """Run until SIGINT/SIGTERM, then stop cleanly (agents killed, store closed).
+
+    The controller starts first: ready (every timer armed, ``scheduler running``)
+    comes before the bus side, the console and the metrics server, none of which a
+    fire on time needs; they start right after."""
     tune_gc()
     settings.data_dir.mkdir(parents=True, exist_ok=True)
     os.chmod(settings.data_dir, 0o700)  # the store, the bus's credentials: the owner's only
     with exclusive(settings.data_dir):
         sandbox = agent_sandbox(settings) if settings.runner else None
-        nats_server: EmbeddedNats | None = None
-        nats_url = settings.nats_url
-        auth: BusAuth | None = None
-        tokens: RunTokens | None = None
-        if nats_url is None and (settings.router or settings.runner):
-            auth = BusAuth.generate()
-            nats_server = EmbeddedNats(settings.data_dir, auth=auth)
-            nats_url = await nats_server.start()
-            tokens = RunTokens(result_stream=RESULT_STREAM)
-        elif nats_url is not None:
+        if settings.nats_url is not None:
             log.warning("using a NATS server this process did not start: agents' bridges connect "
-                        "without a credential of their own", url=nats_url)
-        store = SQLiteStore(store_path(settings.data_dir))
+                        "without a credential of their own", url=settings.nats_url)
+        # The writer in a process of its own: a burst's SQL runs beside the controller
+        # instead of taking turns with it for the GIL (adapters/sqlite/child.py).
+        store = SQLiteStore(store_path(settings.data_dir), writer="process")
         metrics = Metrics()
-        controller = Controller(store, settings=ControllerSettings(), metrics=metrics)
+        # Every run, not only schedules': the runner shares this informer.
+        controller = Controller(store, settings=ControllerSettings(run_labels=None), metrics=metrics)
         stop = asyncio.Event()
         loop = asyncio.get_running_loop()
         for sig in (signal.SIGINT, signal.SIGTERM):
             loop.add_signal_handler(sig, stop.set)
         console: Console | None = None
+        nats_server: EmbeddedNats | None = None
         try:
-            if settings.console is not None:  # listening first: a port in use stops the start
-                from sympozium_schedule.runtime.api.wiring import start_embedded
-
-                console = await start_embedded(settings.console, store, controller, settings.data_dir)
             async with asyncio.TaskGroup() as group:
                 tasks = [group.create_task(controller.run(), name="controller")]
-                if auth is not None and tokens is not None and nats_url is not None:
-                    tasks.append(group.create_task(serve_callout(nats_url, auth, tokens),
-                                                   name="bus-callout"))
-                if settings.router and nats_url is not None:
-                    router = Router(store, RouterSettings(
-                        nats_url=nats_url, limits=settings.limits,
-                        credential=(Credential(nkey_seed=auth.router_seed) if auth
-                                    else settings.router_credential),
-                        allow_unscoped_publishers=settings.allow_unscoped_publishers,
-                    ), metrics=metrics, directory=AgentDirectory(
-                        # The controller's caches: no second copy, no second watch.
-                        store, instances=controller.instances, schedules=controller.schedules))
-                    tasks.append(group.create_task(router.run(), name="router"))
-                if settings.runner and nats_url is not None:
-                    runner = LocalRunner(store, RunnerSettings(
-                        data_dir=settings.data_dir,
-                        agents=settings.agents,
-                        default_agent=settings.default_agent,
-                        max_parallel=settings.max_parallel,
-                        default_timeout=settings.run_timeout,
-                        env=settings.agent_env,
-                        sandbox=sandbox,
-                    ), bridge=bridge_for(nats_url, settings.limits, tokens), metrics=metrics)
-                    tasks.append(group.create_task(runner.run(), name="runner"))
-                for extra in settings.extras:
-                    tasks.append(group.create_task(extra(store, metrics)))
-                if settings.metrics_port is not None:
-                    from sympozium_schedule.runtime.http import serve_http
 
-                    tasks.append(group.create_task(serve_http(
-                        metrics, port=settings.metrics_port,
-                        ready=lambda: controller.ready.is_set())))
+                def start(work: Coroutine[Any, Any, None], name: str) -> asyncio.Task[None]:
+                    task = group.create_task(work, name=name)
+                    tasks.append(task)
+                    return task
+
                 ready = asyncio.ensure_future(controller.ready.wait())
                 stopping = asyncio.ensure_future(stop.wait())
                 await asyncio.wait({ready, stopping}, return_when=asyncio.FIRST_COMPLETED)
                 ready.cancel()
                 if controller.ready.is_set():
-                    # Said when it is true (every timer armed, /readyz 200), before the
-                    # heap is frozen: that collection is housekeeping, not start-up.
                     log.info("scheduler running", data_dir=str(settings.data_dir),
                              schedules=len(controller.schedules.cache))
-                    freeze_heap()
+                    start(_when_decided(controller), "first-pass")
+                    console, nats_server = await _start_the_rest(settings, store, controller,
+                                                                 metrics, sandbox, start)
+                    freeze_heap()  # what start-up made lives on: out of the collector's way
                     if settings.on_ready is not None:
                         await settings.on_ready(store)
                 await stopping
@@ -244,46 +221,45 @@ async def run_embedded(settings: EmbeddedSettings) -> None:
                 await nats_server.stop()
 
 
-def bridge_for(nats_url: str, limits: Limits, tokens: RunTokens | None = None) -> BridgeFactory:
-    """The runner starts one IPC bridge per run, in-process, as Sympozium starts a sidecar.
-    With ``tokens`` each bridge gets a credential of its own run, revoked when it stops:
-    the agent process never holds the bus URL or any credential."""
+async def _start_the_rest(settings: EmbeddedSettings, store: SQLiteStore, controller: Controller,
+                          metrics: Metrics, sandbox: Sandbox | None,
+                          start: Callable[[Coroutine[Any, Any, None], str], asyncio.Task[None]],
+                          ) -> tuple[Console | None, EmbeddedNats | None]:
+    """The console, the metrics server and the bus side, once the timers are armed."""
+    console: Console | None = None
+    if settings.console is not None:  # a port in use stops `run` here, as it did before
+        from sympozium_schedule.runtime.api.wiring import start_embedded
 
-    async def start(run: Obj, ipc: Path, stop: asyncio.Event) -> None:
-        meta, spec = run.get("metadata") or {}, run.get("spec") or {}
-        name, namespace = str(meta.get("name")), str(meta.get("namespace") or "default")
-        instance = str(spec.get("instanceRef"))
-        token = tokens.mint(RunSubjects(namespace, instance, name)) if tokens is not None else None
-        try:
-            await Bridge(BridgeSettings(
-                ipc_path=ipc, agent_run_id=name, instance=instance, namespace=namespace,
-                nats_url=nats_url, max_request_bytes=limits.max_request_bytes,
-                token=token)).run(stop)
-        finally:
-            if tokens is not None and token is not None:
-                await tokens.revoke(token)
+        console = await start_embedded(settings.console, store, controller, settings.data_dir)
+    if settings.metrics_port is not None:
+        from sympozium_schedule.runtime.http import serve_http
 
-    return start
+        start(serve_http(metrics, port=settings.metrics_port,
+                         ready=lambda: controller.ready.is_set()), "metrics")
+    from sympozium_schedule.runtime.messaging import start_bus_side
+    from sympozium_schedule.runtime.runner import RunnerSettings
 
-
-async def serve_callout(nats_url: str, auth: BusAuth, tokens: RunTokens) -> None:
-    """Decide every connection to the embedded server that is not one of ours."""
-    callout = Callout(Signer.from_seed(auth.issuer_seed), auth.account, tokens.authorize)
-    broker = NatsBroker(nats_url)
-    disconnector = Disconnector(broker, Credential(nkey_seed=auth.system_seed))
-    tokens.callout, tokens.disconnector = callout, disconnector
-    try:
-        await callout.serve(broker, Credential(nkey_seed=auth.callout_seed))
-    finally:
-        await disconnector.close()
+    runner = RunnerSettings(
+        data_dir=settings.data_dir, agents=settings.agents, default_agent=settings.default_agent,
+        max_parallel=settings.max_parallel, default_timeout=settings.run_timeout,
+        env=settings.agent_env, sandbox=sandbox) if settings.runner else None
+    nats_server = await start_bus_side(
+        data_dir=settings.data_dir, store=store, metrics=metrics, runs=controller.runs,
+        instances=controller.instances, schedules=controller.schedules,
+        nats_url=settings.nats_url, router=settings.router, runner=runner, limits=settings.limits,
+        allow_unscoped_publishers=settings.allow_unscoped_publishers,
+        router_credential=settings.router_credential, start=start)
+    for extra in settings.extras:
+        start(extra(store, metrics), "extra")
+    return console, nats_server
 
 
-async def serve_kubernetes_callout(nats_url: str, config: CalloutConfig, store: Any) -> None:
-    """Bridges in agent pods present their ServiceAccount token; TokenReview says which pod."""
-    reviewer = ServiceAccountTokens(store, lightkube_review(store.client, config.audience),
-                                    ttl=config.ttl)
-    callout = Callout(Signer.from_seed(config.issuer_seed), config.account, reviewer.authorize)
-    await callout.serve(NatsBroker(nats_url), config.login)
+async def _when_decided(controller: Controller) -> None:
+    """Say when every schedule has been decided since the start (after a restart, the
+    ones armed from their stored status are decided in the background)."""
+    await controller.decided_all.wait()
+    log.info("first pass done", schedules=len(controller.schedules.cache))
+    freeze_heap()
 
 
 # --- Kubernetes mode ---------------------------------------------------------------------------
@@ -386,6 +362,8 @@ async def run_kubernetes(settings: KubernetesSettings) -> None:
     from sympozium_schedule.adapters.kubernetes.sharding import ShardElector
     from sympozium_schedule.adapters.kubernetes.store import KubernetesStore
     from sympozium_schedule.runtime.http import serve_http
+    from sympozium_schedule.runtime.messaging import serve_kubernetes_callout
+    from sympozium_schedule.runtime.router import Router, RouterSettings
 
     store = KubernetesStore.connect(settings.kubeconfig, context=settings.context,
                                     qps=settings.qps, burst=settings.burst,

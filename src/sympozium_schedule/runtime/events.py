@@ -11,7 +11,6 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import socket
-import time
 from dataclasses import dataclass, field
 
 import structlog
@@ -19,7 +18,7 @@ import structlog
 from sympozium_schedule.core.decide import Note
 from sympozium_schedule.core.model import Kind, format_time
 from sympozium_schedule.ports.store import Obj, Store, StoreError
-from sympozium_schedule.runtime.clock import Clock, system_clock
+from sympozium_schedule.runtime.clock import Clock, MonotonicClock, monotonic, system_clock
 from sympozium_schedule.runtime.metrics import Metrics
 
 log = structlog.get_logger("events")
@@ -71,11 +70,13 @@ def build_event(involved: Obj, note: Note, now_text: str, instance: str) -> Obj:
 
 class EventRecorder:
     def __init__(self, store: Store, *, metrics: Metrics, clock: Clock = system_clock,
-                 per_object_burst: int = 10, per_object_rate: float = 1 / 60,
+                 monotonic_clock: MonotonicClock = monotonic, per_object_burst: int = 10,
+                 per_object_rate: float = 1 / 60,
                  global_burst: int = 100, global_rate: float = 10.0, queue_size: int = 1000):
         self._store = store
         self._metrics = metrics
         self._clock = clock
+        self._monotonic = monotonic_clock
         self._queue: asyncio.Queue[Obj] = asyncio.Queue(maxsize=queue_size)
         self._per_object: dict[str, _Bucket] = {}
         self._burst, self._rate = per_object_burst, per_object_rate
@@ -84,9 +85,11 @@ class EventRecorder:
         self.written = 0
 
     def record(self, involved: Obj, note: Note) -> None:
-        now = time.monotonic()
+        now = self._monotonic()
         uid = str((involved.get("metadata") or {}).get("uid"))
-        bucket = self._per_object.setdefault(uid, _Bucket(self._burst, self._rate))
+        bucket = self._per_object.get(uid)
+        if bucket is None:
+            bucket = self._per_object[uid] = _Bucket(self._burst, self._rate)
         if not (bucket.take(now) and self._global.take(now)):
             self._metrics.events_dropped.inc()
             return

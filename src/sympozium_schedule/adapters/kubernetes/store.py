@@ -47,6 +47,7 @@ from sympozium_schedule.ports.store import (
     Ref,
     StoreError,
     Unavailable,
+    Update,
     WatchEvent,
     Write,
     WriteResult,
@@ -306,6 +307,8 @@ class KubernetesStore:
             if isinstance(write, PatchStatus):
                 return await self.patch_status(write.ref, write.patch,
                                                resource_version=write.resource_version)
+            if isinstance(write, Update):
+                return await self.update(write.obj)
             try:
                 await self.delete(write.ref, uid=write.uid)
             except NotFound:

@@ -11,6 +11,22 @@ the store per client. Every request is checked by an :class:`~.auth.Access`: a
 token in embedded mode, TokenReview and SubjectAccessReview in Kubernetes mode.
 """
 
-from sympozium_schedule.runtime.api.server import Console, ConsoleSettings
+from __future__ import annotations
+
+from typing import TYPE_CHECKING, Any
+
+from sympozium_schedule.runtime.api.settings import ConsoleSettings
+
+if TYPE_CHECKING:
+    from sympozium_schedule.runtime.api.server import Console
 
 __all__ = ["Console", "ConsoleSettings"]
+
+
+def __getattr__(name: str) -> Any:
+    """The server (aiohttp) is imported when first used, not with its settings."""
+    if name == "Console":
+        from sympozium_schedule.runtime.api.server import Console
+
+        return Console
+    raise AttributeError(name)

@@ -14,7 +14,6 @@ import asyncio
 import errno
 import ipaddress
 from collections.abc import Awaitable, Callable, Iterable
-from dataclasses import dataclass, field
 from importlib import resources
 from pathlib import Path
 from typing import Any, TypeVar
@@ -35,6 +34,7 @@ from sympozium_schedule.ports.store import (
 )
 from sympozium_schedule.runtime.api.auth import Access, Check, bearer
 from sympozium_schedule.runtime.api.errors import ApiError, forbidden
+from sympozium_schedule.runtime.api.settings import ConsoleSettings as ConsoleSettings
 from sympozium_schedule.runtime.api.stream import Hub
 from sympozium_schedule.runtime.clock import Clock, system_clock
 from sympozium_schedule.runtime.informer import Informer
@@ -49,7 +49,6 @@ MUTATING = frozenset({"POST", "PUT", "PATCH", "DELETE"})
 _RequestKey = getattr(web, "RequestKey", None)
 PRINCIPAL: Any = _RequestKey("principal", object) if _RequestKey is not None else "principal"
 LOOPBACK_NAMES = frozenset({"localhost", "127.0.0.1", "::1"})
-DEFAULT_PORT = 8730
 STATIC = "static"
 # A page served by this console may load only its own scripts and styles, and no
 # other site may frame it.
@@ -61,23 +60,6 @@ SECURITY_HEADERS = {
                                "script-src 'self'; connect-src 'self'; frame-ancestors 'none'; "
                                "base-uri 'none'; form-action 'none'",
 }
-
-
-@dataclass(slots=True)
-class ConsoleSettings:
-    host: str = "127.0.0.1"
-    port: int = DEFAULT_PORT
-    # When the port was not chosen by the person (the default) and is taken, listen on
-    # a free one instead of refusing to start: two schedulers on one machine both get a
-    # console.
-    port_fallback: bool = True
-    read_only: bool = False
-    allowed_origins: tuple[str, ...] = ()
-    queue_size: int = 1000
-    heartbeat: float = 15.0
-    # Called once with the address (and the embedded token) when the console listens.
-    announce: Callable[[str], None] | None = None
-    extra: dict[str, Any] = field(default_factory=dict)
 
 
 def is_loopback(host: str) -> bool:

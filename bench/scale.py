@@ -1,0 +1,165 @@
+"""100,000 schedules on one machine, as shipped: start-up, memory, idle cost.
+
+    python -m bench scale [--repeats N] [--quick]
+
+Each repeat seeds 100,000 quiet schedules (the idle benchmark's mix; nothing due
+for the window) and starts ``sympozium-schedule run`` as shipped (bench/shipped.py)
+twice on the same store, as bench/startup_memory.py does with 10,000:
+
+- cold: the first start, whose first pass writes 100,000 initial statuses;
+- restart: the statuses already there.
+
+Start-up stops at the "scheduler running" log line (every timer armed); "first
+pass done" (every schedule decided) is kept beside it. Memory: RSS of the run
+process plus its store writer, max over 3 s after "first pass done"; nats-server
+apart. Then, on the restarted process, idle: the scheduler's CPU over a window of
+``BENCH_SCALE_IDLE`` seconds (default 120; the target speaks of a steady state,
+not of a length) and the store's writes over it.
+
+The floors: importing the CLI (start-up, memory, as in startup_memory) and an
+idle asyncio process (idle), in the same repeat.
+
+Not measured here yet: fire lag at 100k fires/hour and ``apply -f`` of 100,000
+objects (see docs/benchmarks.md, *100,000 schedules*).
+
+--quick: 10,000 schedules, a 10 s idle window.
+"""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+import time
+from dataclasses import dataclass
+from datetime import UTC, datetime, timedelta
+from typing import Any
+
+import psutil
+
+from bench.common import (
+    Figure,
+    Options,
+    Report,
+    cpu_seconds,
+    data_dir,
+    main_for,
+    quiet_schedules,
+    revision,
+    seed,
+)
+from bench.shipped import Shipped
+from bench.startup_memory import import_floor, start_once
+
+NAME = "scale"
+DESCRIPTION = "100,000 schedules: start-up, memory, idle (`run` as shipped)"
+TARGET_COLD_S = 5.0
+TARGET_RESTART_S = 3.0
+TARGET_RSS_MIB = 500e6 / 2**20  # 500 MB
+TARGET_IDLE_PERCENT = 0.1
+
+
+@dataclass(frozen=True)
+class Size:
+    schedules: int
+    idle: float
+
+
+FULL = Size(schedules=100_000, idle=120.0)
+QUICK = Size(schedules=10_000, idle=10.0)
+
+
+def _idle_window(size: Size) -> float:
+    return float(os.environ.get("BENCH_SCALE_IDLE", size.idle))
+
+
+def one_repeat(options: Options, size: Size, index: int) -> dict[str, Any]:
+    window = _idle_window(size)
+    with data_dir(options, NAME) as directory:
+        created = datetime.now(UTC) - timedelta(seconds=1)
+        began = time.time()
+        seed(directory, quiet_schedules(size.schedules, created=created, quiet_for=window + 600))
+        seeded = time.time() - began
+        floor_s, floor_rss = import_floor()
+        run = Shipped(directory)
+        try:
+            cold = start_once(run)
+        finally:
+            run.stop()
+        run = Shipped(directory)
+        floor = subprocess.Popen([sys.executable, "-m", "bench.floors", "idle"])
+        try:
+            warm = start_once(run)
+            family = run.family()
+            floor_proc = psutil.Process(floor.pid)
+            rev_before = revision(directory)
+            began = time.time()
+            cpu_before = run.cpu(family["scheduler"])
+            nats_before = run.cpu(family["nats"])
+            floor_before = cpu_seconds(floor_proc)
+            time.sleep(window)
+            elapsed = time.time() - began
+            idle = (run.cpu(family["scheduler"]) - cpu_before) / elapsed
+            nats_idle = (run.cpu(family["nats"]) - nats_before) / elapsed
+            floor_idle = (cpu_seconds(floor_proc) - floor_before) / elapsed
+            writes = revision(directory) - rev_before
+        finally:
+            run.stop()
+            floor.terminate()
+            floor.wait(10)
+    print(f"   repeat {index + 1}: seeded in {seeded:.0f} s; cold start {cold['start_s']:.2f} s "
+          f"(decided {cold['decided_s']:.2f}), RSS {cold['rss_mib']:.0f} MiB; restart "
+          f"{warm['start_s']:.2f} s (decided {warm['decided_s']:.2f}), RSS {warm['rss_mib']:.0f} MiB "
+          f"(PSS {warm['pss_mib']:.0f}); nats-server {warm['nats_rss_mib']:.0f} MiB; idle "
+          f"{idle:.3%} of a core over {elapsed:.0f} s (nats-server {nats_idle:.3%}, floor "
+          f"{floor_idle:.3%}), {writes} writes; import floor {floor_s:.2f} s", flush=True)
+    return {"cold": cold, "warm": warm, "floor_s": round(floor_s, 4),
+            "floor_rss_mib": round(floor_rss, 1), "idle_percent": round(idle * 100, 4),
+            "nats_idle_percent": round(nats_idle * 100, 4),
+            "floor_idle_percent": round(floor_idle * 100, 4), "idle_writes": writes,
+            "idle_window_s": round(elapsed, 1), "seed_s": round(seeded, 1)}
+
+
+def measure(options: Options) -> Report:
+    size = QUICK if options.quick else FULL
+    runs = [one_repeat(options, size, i) for i in range(options.repeats)]
+    floor_s = [r["floor_s"] for r in runs]
+    floor_rss = [r["floor_rss_mib"] for r in runs]
+    figures = [
+        Figure("cold_start_s", "start -> every timer armed, cold (writes statuses)", "s",
+               [r["cold"]["start_s"] for r in runs], target=TARGET_COLD_S,
+               floor=floor_s, floor_label="import cli.main"),
+        Figure("warm_start_s", "start -> every timer armed, restart", "s",
+               [r["warm"]["start_s"] for r in runs], target=TARGET_RESTART_S,
+               floor=floor_s, floor_label="import cli.main"),
+        Figure("cold_decided_s", "start -> every schedule decided, cold", "s",
+               [r["cold"]["decided_s"] for r in runs]),
+        Figure("warm_decided_s", "start -> every schedule decided, restart", "s",
+               [r["warm"]["decided_s"] for r in runs]),
+        Figure("cold_rss_mib", "scheduler RSS (run + store writer), cold", "MiB",
+               [r["cold"]["rss_mib"] for r in runs], target=TARGET_RSS_MIB,
+               floor=floor_rss, floor_label="import cli.main, peak"),
+        Figure("warm_rss_mib", "scheduler RSS (run + store writer), restart", "MiB",
+               [r["warm"]["rss_mib"] for r in runs], target=TARGET_RSS_MIB,
+               floor=floor_rss, floor_label="import cli.main, peak"),
+        Figure("nats_rss_mib", "nats-server RSS (apart)", "MiB",
+               [r["warm"]["nats_rss_mib"] for r in runs]),
+        Figure("idle_percent", "idle: scheduler CPU over the window", "% core",
+               [r["idle_percent"] for r in runs], target=TARGET_IDLE_PERCENT,
+               floor=[r["floor_idle_percent"] for r in runs], floor_label="idle asyncio process"),
+        Figure("idle_writes", "idle: store writes over the window", "",
+               [float(r["idle_writes"]) for r in runs], target=0, gate="worst"),
+        Figure("nats_idle_percent", "idle: nats-server CPU (apart)", "% core",
+               [r["nats_idle_percent"] for r in runs]),
+    ]
+    return Report(NAME, DESCRIPTION, {
+        "schedules": size.schedules, "idle_window_s": _idle_window(size),
+        "command": "sympozium-schedule run (as shipped, bench/shipped.py)",
+        "start": "fork -> 'scheduler running' (every timer armed); decided: 'first pass done'",
+        "rss": "run process + store writer, max over 3 s after 'first pass done'",
+        "not_measured": "fire lag at 100k fires/hour; apply -f of 100,000 objects",
+    }, figures, runs)
+
+
+if __name__ == "__main__":
+    sys.exit(main_for(NAME, measure, DESCRIPTION))
