@@ -331,6 +331,26 @@ async def test_a_write_by_another_process_reaches_a_watch_here(sqlite: SQLiteSto
     assert await sqlite.get(ref(created)) == created
 
 
+async def test_an_idle_watch_backed_off_far_still_sees_another_process_at_once(tmp_path: Path) -> None:
+    """While inotify reports the store's commits, an idle watch sleeps up to 30 s between
+    reads (an idle scheduler wakes for nothing); another process's commit must still
+    reach it at once, not at the next read."""
+    store = SQLiteStore(tmp_path / "store.db", poll_interval=0.05, max_poll_interval=0.05)
+    try:
+        listing = await store.list(Kind.CONFIG_MAP)
+        async with aclosing(store.watch(Kind.CONFIG_MAP,
+                                        resource_version=listing.resource_version)) as events:
+            waiting = asyncio.ensure_future(next_event(events, timeout=60.0))
+            await asyncio.sleep(3.5)  # backs off: 0.05, 0.1, ... 1.6, then 3.2 s asleep
+            assert not waiting.done()
+            created: Obj = json.loads(await run_python(_WRITER_SCRIPT, str(store.path)))
+            event = await asyncio.wait_for(waiting, timeout=1.0)
+    finally:
+        await store.close()
+
+    assert (event.type, event.object) == (EventType.ADDED, created)
+
+
 async def test_a_version_that_is_not_a_number_is_expired(sqlite: SQLiteStore) -> None:
     with pytest.raises(Expired):
         async with aclosing(sqlite.watch(Kind.CONFIG_MAP, resource_version="abc")) as events:

@@ -35,6 +35,9 @@ Rows = list[Any]
 Read = Callable[..., Rows]
 # Wake-ups for another process's commits, at most one per this many seconds.
 COALESCE = 0.02
+# An idle watch's longest sleep while inotify reports every commit (its own commits
+# wake it too): a safety net, not the way changes are seen. Without inotify, max_poll.
+FOLLOWED_MAX_POLL = 30.0
 
 
 class Pulse:
@@ -42,12 +45,17 @@ class Pulse:
 
     def __init__(self) -> None:
         self._event = asyncio.Event()
+        self.fired = 0  # how many times: a waiter that read before a fire does not sleep
 
     def fire(self) -> None:
+        self.fired += 1
         self._event.set()
         self._event = asyncio.Event()
 
-    async def wait(self, timeout: float) -> None:
+    async def wait(self, timeout: float, seen: int | None = None) -> None:
+        """Until the next fire or ``timeout``; at once if it fired since ``seen``."""
+        if seen is not None and seen != self.fired:
+            return
         event = self._event
         # asyncio.timeout, not wait_for: on Python 3.11 wait_for drops a cancellation
         # that lands just as the event fires (CPython gh-86296), and a stuck watch then
@@ -70,6 +78,7 @@ class Watches:
         self._follow = follow
         self._pulses: list[tuple[asyncio.AbstractEventLoop, Pulse]] = []
         self._followers: dict[asyncio.AbstractEventLoop, tuple[asyncio.Event, asyncio.Task[None]]] = {}
+        self._following: set[asyncio.AbstractEventLoop] = set()  # inotify watching for them
         self.closed = False
 
     def notify(self) -> None:
@@ -101,11 +110,13 @@ class Watches:
         entry = (asyncio.get_running_loop(), pulse)
         self._pulses.append(entry)
         self._follow_other_processes()
+        loop = asyncio.get_running_loop()
         wait = self._poll
         try:
             while True:
                 if self.closed:
                     raise Unavailable("the store is closed")
+                seen = pulse.fired  # a commit after this read wakes the wait below
                 compacted = self._read("SELECT value FROM meta WHERE key='compacted'")[0][0]
                 if cursor < compacted:
                     raise Expired(f"resourceVersion {cursor} is older than the change log")
@@ -117,8 +128,9 @@ class Watches:
                 if not rows:
                     # Idle: back off (commits here, and in other processes through the
                     # file watcher, wake it at once), so an idle scheduler costs ~nothing.
-                    await pulse.wait(wait)
-                    wait = min(wait * 2, self._max_poll)
+                    await pulse.wait(wait, seen)
+                    cap = FOLLOWED_MAX_POLL if loop in self._following else self._max_poll
+                    wait = min(wait * 2, max(cap, self._poll))
                     continue
                 wait = self._poll
                 cursor = rows[-1][0]
@@ -145,17 +157,24 @@ class Watches:
 
         async def follow() -> None:
             # No inotify (or it fails): the backed-off poll remains.
-            with contextlib.suppress(Exception), Inotify() as inotify:
-                inotify.add_watch(self.path.parent, Mask.MODIFY | Mask.CREATE)
-                async for event in inotify:
-                    if stop.is_set():
-                        return
-                    if event.name is None or event.name.name != wal:
-                        continue
-                    for pulse_loop, pulse in list(self._pulses):
-                        if pulse_loop is loop:
-                            pulse.fire()
-                    await asyncio.sleep(COALESCE)
+            try:
+                with contextlib.suppress(Exception), Inotify() as inotify:
+                    inotify.add_watch(self.path.parent, Mask.MODIFY | Mask.CREATE)
+                    self._following.add(loop)
+                    await relay(inotify)
+            finally:
+                self._following.discard(loop)
+
+        async def relay(inotify: Inotify) -> None:
+            async for event in inotify:
+                if stop.is_set():
+                    return
+                if event.name is None or event.name.name != wal:
+                    continue
+                for pulse_loop, pulse in list(self._pulses):
+                    if pulse_loop is loop:
+                        pulse.fire()
+                await asyncio.sleep(COALESCE)
 
         self._followers[loop] = (stop, loop.create_task(follow()))
 
