@@ -33,9 +33,11 @@ import sys
 import time
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
+from pathlib import Path
 from typing import Any
 
 import psutil
+import yaml
 
 from bench.common import (
     Figure,
@@ -50,6 +52,8 @@ from bench.common import (
 )
 from bench.shipped import Shipped
 from bench.startup_memory import import_floor, start_once
+from sympozium_schedule.core.model import API_VERSION, LABEL_INSTANCE, Kind
+from sympozium_schedule.ports.store import Obj
 
 NAME = "scale"
 DESCRIPTION = "100,000 schedules: start-up, memory, idle (`run` as shipped)"
@@ -71,6 +75,72 @@ QUICK = Size(schedules=10_000, idle=10.0)
 
 def _idle_window(size: Size) -> float:
     return float(os.environ.get("BENCH_SCALE_IDLE", size.idle))
+
+
+# --- apply -f ---------------------------------------------------------------------------------
+
+# A fleet as a user would write it: per agent (instance) a few dozen schedules, with
+# the spec fields in the proportions a fleet might have them. Deterministic.
+_APPLY_EXPRESSIONS = (("*/30 * * * *", None), ("0 9 * * 1-5", "Europe/Warsaw"),
+                      ("@every 1h", None), ("15 3 * * *", "America/New_York"),
+                      ("@daily", None), ("0 */6 * * *", "Asia/Tokyo"), ("@every 10m", None),
+                      ("30 2 1 * *", "Europe/London"), ("0 8 * * 1", "Australia/Sydney"),
+                      ("@hourly", None))
+_APPLY_TYPES = ("scheduled", "heartbeat", "sweep")
+_APPLY_POLICIES = ("Forbid", "Allow", "Replace", "BufferOne")
+INSTANCES_PER_MANIFEST = 100
+
+
+def apply_documents(n: int) -> list[Obj]:
+    """``n`` objects: ``INSTANCES_PER_MANIFEST`` SympoziumInstances (the agents; fewer
+    when ``n`` is small) and SympoziumSchedules spread over them, so no schedule
+    waits for a missing instance (which apply reports as a warning per schedule)."""
+    instances = min(INSTANCES_PER_MANIFEST, max(1, n // 100))
+    docs: list[Obj] = [
+        {"apiVersion": API_VERSION, "kind": Kind.INSTANCE.value,
+         "metadata": {"name": f"agent-{i:03d}", "labels": {"team": f"team-{i % 7}"}},
+         "spec": {"agents": {"default": {"model": "gpt-4o-mini"}}}}
+        for i in range(instances)]
+    for i in range(n - instances):
+        agent = f"agent-{i % instances:03d}"
+        expression, zone = _APPLY_EXPRESSIONS[i % len(_APPLY_EXPRESSIONS)]
+        spec: dict[str, Any] = {
+            "instanceRef": agent, "schedule": expression,
+            "task": (f"Check the services of {agent} (item {i}): summarise what changed "
+                     "since the last run and open a ticket for anything failing.")[: 60 + i % 90],
+            "type": _APPLY_TYPES[i % 3], "concurrencyPolicy": _APPLY_POLICIES[i % 4],
+        }
+        if zone:
+            spec["timeZone"] = zone
+        if i % 5 == 0:
+            spec["includeMemory"] = False
+        if i % 4 == 1:
+            spec["startingDeadlineSeconds"] = 300
+        if i % 8 == 2:
+            spec["jitter"] = "2m"
+        if i % 10 == 3:
+            spec["firstTick"] = "afterInterval"
+        if i % 20 == 4:
+            spec["exclude"] = [{"schedule": "* * 25,26 12 *"},
+                               {"start": "2026-12-28", "end": "2027-01-02"}]
+        if i % 25 == 5:
+            spec["successfulRunsHistoryLimit"] = 5
+            spec["failedRunsHistoryLimit"] = 2
+        if i % 50 == 6:
+            spec["suspend"] = True
+        docs.append({"apiVersion": API_VERSION, "kind": Kind.SCHEDULE.value,
+                     "metadata": {"name": f"{agent}-task-{i:06d}",
+                                  "labels": {LABEL_INSTANCE: agent, "team": f"team-{i % 7}"}},
+                     "spec": spec})
+    return docs
+
+
+def write_manifest(path: Path, n: int) -> None:
+    """One YAML file of ``n`` documents (block style, as ``kubectl get -o yaml`` writes)."""
+    dumper = getattr(yaml, "CSafeDumper", yaml.SafeDumper)
+    with path.open("w") as f:
+        yaml.dump_all(apply_documents(n), f, Dumper=dumper, sort_keys=False,
+                      default_flow_style=False, width=1000)
 
 
 def one_repeat(options: Options, size: Size, index: int) -> dict[str, Any]:
