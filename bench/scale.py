@@ -19,14 +19,24 @@ not of a length) and the store's writes over it.
 The floors: importing the CLI (start-up, memory, as in startup_memory) and an
 idle asyncio process (idle), in the same repeat.
 
-Not measured here yet: fire lag at 100k fires/hour and ``apply -f`` of 100,000
-objects (see docs/benchmarks.md, *100,000 schedules*).
+Then ``apply -f`` of 100,000 objects (:func:`apply_once`): one YAML file of 100
+SympoziumInstances and 99,900 SympoziumSchedules (a fleet's mix, see
+:func:`apply_documents`), applied into a new data directory by the console script
+as a user runs it; the clock runs from just before the fork to the process's exit
+(which comes after its last commit). Its floor, in the same repeat on the same
+file: PyYAML's C loader and the same rows written bare in one transaction
+(bench/floors.py ``apply``, which says what it leaves out). ``BENCH_SCALE_ONLY=apply``
+measures only this, into bench/results/scale-apply.json (scale.json keeps the rest).
 
---quick: 10,000 schedules, a 10 s idle window.
+Not measured here yet: fire lag at 100k fires/hour (see docs/benchmarks.md,
+*100,000 schedules*).
+
+--quick: 10,000 schedules (and objects applied), a 10 s idle window.
 """
 
 from __future__ import annotations
 
+import contextlib
 import os
 import subprocess
 import sys
@@ -46,12 +56,15 @@ from bench.common import (
     cpu_seconds,
     data_dir,
     main_for,
+    program,
     quiet_schedules,
+    read_only,
     revision,
     seed,
 )
 from bench.shipped import Shipped
 from bench.startup_memory import import_floor, start_once
+from sympozium_schedule.adapters.sqlite.schema import SCHEMA
 from sympozium_schedule.core.model import API_VERSION, LABEL_INSTANCE, Kind
 from sympozium_schedule.ports.store import Obj
 
@@ -61,6 +74,7 @@ TARGET_COLD_S = 5.0
 TARGET_RESTART_S = 3.0
 TARGET_RSS_MIB = 500e6 / 2**20  # 500 MB
 TARGET_IDLE_PERCENT = 0.1
+TARGET_APPLY_PER_S = 10_000
 
 
 @dataclass(frozen=True)
@@ -143,6 +157,66 @@ def write_manifest(path: Path, n: int) -> None:
                       default_flow_style=False, width=1000)
 
 
+def apply_once(directory: Path, manifest: Path, n: int) -> dict[str, Any]:
+    """``sympozium-schedule apply -f MANIFEST`` into a new data directory, as a user
+    runs it (its output to a file), then the floor (bench/floors.py ``apply``) on the
+    same file; each timed from just before the fork to the process's exit. The
+    product's exit is after its last commit (the store is closed before it exits);
+    checked: ``n`` objects in the store and ``n`` lines "created"."""
+    target = directory / f"apply-{time.time_ns()}"
+    out = directory / "apply.out"
+    with out.open("wb") as stdout:
+        began = time.perf_counter()
+        done = subprocess.run([*program(), "apply", "-f", str(manifest), "--data-dir", str(target)],
+                              stdout=stdout, stderr=subprocess.PIPE, check=False)
+        product = time.perf_counter() - began
+    if done.returncode != 0:
+        raise RuntimeError(f"apply failed ({done.returncode}): {done.stderr.decode()[-2000:]}")
+    lines = out.read_text().splitlines()
+    with contextlib.closing(read_only(target)) as conn:
+        stored = conn.execute("SELECT count(*) FROM objects").fetchone()[0]
+    if stored != n or len(lines) != n or not all(line.endswith(" created") for line in lines):
+        raise RuntimeError(f"apply stored {stored} objects, printed {len(lines)} lines; {n} expected")
+    schema = directory / "schema.sql"
+    schema.write_text(SCHEMA)
+    floor_db = directory / f"floor-{time.time_ns()}.db"
+    began = time.perf_counter()
+    floor_done = subprocess.run([sys.executable, "-m", "bench.floors", "apply", str(manifest),
+                                 str(schema), str(floor_db)], capture_output=True, text=True,
+                                check=True)
+    floor = time.perf_counter() - began
+    if int(floor_done.stdout.strip()) != n:
+        raise RuntimeError(f"the floor wrote {floor_done.stdout.strip()} objects, {n} expected")
+    warnings = len(done.stderr.decode().splitlines())
+    return {"apply_s": round(product, 3), "floor_s": round(floor, 3), "objects": n,
+            "warnings": warnings}
+
+
+def measure_apply(options: Options, n: int) -> tuple[list[Figure], list[dict[str, Any]]]:
+    """Repeats of :func:`apply_once` on one manifest of ``n`` documents."""
+    runs = []
+    with data_dir(options, f"{NAME}-apply") as directory:
+        manifest = directory / "fleet.yaml"
+        write_manifest(manifest, n)
+        size = manifest.stat().st_size
+        for i in range(options.repeats):
+            run = apply_once(directory, manifest, n)
+            run["manifest_bytes"] = size
+            print(f"   apply repeat {i + 1}: {n} objects ({size / 1e6:.1f} MB) in "
+                  f"{run['apply_s']:.2f} s ({n / run['apply_s']:,.0f}/s); floor "
+                  f"{run['floor_s']:.2f} s ({n / run['floor_s']:,.0f}/s)", flush=True)
+            runs.append(run)
+    figures = [
+        Figure("apply_s", f"apply -f of {n:,} objects: start -> exit, all committed", "s",
+               [r["apply_s"] for r in runs], target=n / TARGET_APPLY_PER_S,
+               floor=[r["floor_s"] for r in runs], floor_label="C loader + bare rows, 1 tx"),
+        Figure("apply_per_s", "apply -f: objects per second", "/s",
+               [n / r["apply_s"] for r in runs], target=TARGET_APPLY_PER_S, better="higher",
+               floor=[n / r["floor_s"] for r in runs], floor_label="C loader + bare rows, 1 tx"),
+    ]
+    return figures, runs
+
+
 def one_repeat(options: Options, size: Size, index: int) -> dict[str, Any]:
     window = _idle_window(size)
     with data_dir(options, NAME) as directory:
@@ -190,8 +264,28 @@ def one_repeat(options: Options, size: Size, index: int) -> dict[str, Any]:
             "idle_window_s": round(elapsed, 1), "seed_s": round(seeded, 1)}
 
 
+APPLY_CONFIG = {
+    "apply_command": "sympozium-schedule apply -f FILE --data-dir NEW (the console script, "
+                     "stdout to a file)",
+    "apply_clock": "perf_counter just before the fork -> the process's exit (its store closed, "
+                   "every object committed); checked after: every object stored, one line each",
+    "apply_manifest": "one YAML file: 100 SympoziumInstances and the rest SympoziumSchedules "
+                      "spread over them (bench/scale.py apply_documents: 10 expressions in 5 "
+                      "zones, 3 types, 4 policies, optional fields in proportions)",
+    "apply_floor": "python -m bench.floors apply: yaml.CSafeLoader reads the file, one objects "
+                   "row and one changes row per document in one transaction (no checks, no "
+                   "look-ups, no order, no output), same clock",
+}
+
+
 def measure(options: Options) -> Report:
     size = QUICK if options.quick else FULL
+    n_apply = size.schedules
+    if os.environ.get("BENCH_SCALE_ONLY") == "apply":
+        # Only apply -f, into its own result file: scale.json keeps the figures below.
+        figures, apply_runs = measure_apply(options, n_apply)
+        return Report(f"{NAME}-apply", f"{n_apply:,} objects: apply -f", APPLY_CONFIG, figures,
+                      apply_runs)
     runs = [one_repeat(options, size, i) for i in range(options.repeats)]
     floor_s = [r["floor_s"] for r in runs]
     floor_rss = [r["floor_rss_mib"] for r in runs]
@@ -222,12 +316,17 @@ def measure(options: Options) -> Report:
         Figure("nats_idle_percent", "idle: nats-server CPU (apart)", "% core",
                [r["nats_idle_percent"] for r in runs]),
     ]
+    apply_figures, apply_runs = measure_apply(options, n_apply)
+    figures += apply_figures
+    for run, applied in zip(runs, apply_runs, strict=True):
+        run["apply"] = applied
     return Report(NAME, DESCRIPTION, {
         "schedules": size.schedules, "idle_window_s": _idle_window(size),
         "command": "sympozium-schedule run (as shipped, bench/shipped.py)",
         "start": "fork -> 'scheduler running' (every timer armed); decided: 'first pass done'",
         "rss": "run process + store writer, max over 3 s after 'first pass done'",
-        "not_measured": "fire lag at 100k fires/hour; apply -f of 100,000 objects",
+        "not_measured": "fire lag at 100k fires/hour",
+        **APPLY_CONFIG,
     }, figures, runs)
 
 

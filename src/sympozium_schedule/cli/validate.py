@@ -152,11 +152,14 @@ def _short(value: object) -> str:
     return text if len(text) <= 60 else text[:57] + "..."
 
 
+_KNOWN_KINDS = ", ".join(k.value for k in APPLYABLE)
+
+
 def _kind(raw: dict[str, Any]) -> Kind:
     text = raw.get("kind")
     if text is None or text == "":
         raise SpecError("kind", text, "is required")
-    known = ", ".join(k.value for k in APPLYABLE)
+    known = _KNOWN_KINDS
     try:
         kind = Kind(text)
     except (ValueError, TypeError) as exc:
