@@ -3,6 +3,7 @@ and its YAML documents as Kubernetes would read them (JSON values only)."""
 
 from __future__ import annotations
 
+import re
 from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -126,12 +127,14 @@ class _FastLoader(getattr(yaml, "CSafeLoader", yaml.SafeLoader)):  # type: ignor
     def ascend_resolver(self) -> None:
         """As descend_resolver."""
 
-    def documents(self) -> list[object]:
+    def documents(self, *, anchors: bool) -> list[object]:
+        """``anchors``: whether the text may define one (an alias without one is an
+        error of libyaml's composer already), so whether to look for shared nodes."""
         out: list[object] = []
         while self.check_node():
             seen: list[yaml.Node] = []
             doc = self.build(self.get_node(), seen)
-            if len(set(seen)) != len(seen):
+            if anchors and len(set(seen)) != len(seen):
                 raise _Fallback("an alias")
             if doc is not None:
                 out.append(doc)
@@ -160,6 +163,19 @@ _WILDCARD = list(_Loader.yaml_implicit_resolvers.get(None, []))
 _IMPLICIT = {first: list(resolvers) + _WILDCARD
              for first, resolvers in _Loader.yaml_implicit_resolvers.items() if first is not None}
 _NON_PRINTABLE = yaml.reader.Reader.NON_PRINTABLE
+# Where libyaml reads differently (found by comparing the two on random texts,
+# tests/fuzz/test_manifest_readers.py): a tab (libyaml takes it as a space where
+# PyYAML refuses it), the non-specific tag "!" (PyYAML resolves "! 1" to an int,
+# libyaml keeps a string), a directive line ("%YAML", "%TAG"), a comment right
+# after a block scalar's header ("|#": PyYAML refuses it), and a "?" where a flow
+# collection may be (PyYAML takes it as a key there, libyaml only before a space).
+_LIBYAML_DIFFERS = re.compile(
+    r"\t|(?:^|[\s\[\]{},])!(?=[\s\[\]{},]|\Z)|^%|[|>][-+0-9]*#", re.MULTILINE)
+
+
+def _libyaml_differs(text: str) -> bool:
+    return bool(_LIBYAML_DIFFERS.search(text)) or (
+        "?" in text and ("[" in text or "{" in text))
 _LIBYAML = hasattr(yaml, "CSafeLoader") and not yaml.SafeLoader.yaml_path_resolvers
 
 
@@ -170,11 +186,11 @@ def _load_fast(text: str) -> list[object] | None:
     the fast reader leaves to it, and on text that reader refuses before parsing
     (characters outside YAML's printable set: libyaml draws that set slightly
     differently). Without libyaml, None."""
-    if not _LIBYAML or _NON_PRINTABLE.search(text):
+    if not _LIBYAML or _NON_PRINTABLE.search(text) or _libyaml_differs(text):
         return None
     loader = _FastLoader(text)
     try:
-        return loader.documents()
+        return loader.documents(anchors="&" in text)
     except Exception:  # any doubt: the reference reader decides
         return None
     finally:
