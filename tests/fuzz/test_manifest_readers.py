@@ -84,6 +84,17 @@ def test_the_fast_reader_is_used_for_plain_manifests() -> None:
         assert manifest_files._load_fast(TRICKY[case]) is None, case
 
 
+def test_an_alias_bomb_is_refused_before_it_is_expanded() -> None:
+    """Nine levels of ten aliases: a billion strings if built; refused at the first."""
+    lines = ["a0: &a0 [x, x, x, x, x, x, x, x, x, x]"]
+    lines += [f"a{i}: &a{i} [{', '.join([f'*a{i - 1}'] * 10)}]" for i in range(1, 10)]
+    text = "\n".join(lines) + "\n"
+    assert manifest_files._load_fast(text) is None
+    documents, [error] = parse(Source("bomb.yaml", text))
+    assert documents == []
+    assert "YAML aliases are not supported (found *a0)" in error
+
+
 _scalars = st.one_of(st.none(), st.booleans(), st.integers(-2**70, 2**70),
                      st.floats(allow_nan=False), st.text(max_size=12))
 _values = st.recursive(_scalars, lambda inner: st.one_of(

@@ -129,19 +129,21 @@ class _FastLoader(getattr(yaml, "CSafeLoader", yaml.SafeLoader)):  # type: ignor
 
     def documents(self, *, anchors: bool) -> list[object]:
         """``anchors``: whether the text may define one (an alias without one is an
-        error of libyaml's composer already), so whether to look for shared nodes."""
+        error of libyaml's composer already), so whether to look for shared nodes:
+        each is refused when it is met again, before it is built twice (a "billion
+        laughs" file would otherwise be expanded)."""
         out: list[object] = []
         while self.check_node():
-            seen: list[yaml.Node] = []
-            doc = self.build(self.get_node(), seen)
-            if anchors and len(set(seen)) != len(seen):
-                raise _Fallback("an alias")
+            doc = self.build(self.get_node(), set() if anchors else None)
             if doc is not None:
                 out.append(doc)
         return out
 
-    def build(self, node: yaml.Node, seen: list[yaml.Node]) -> object:
-        seen.append(node)
+    def build(self, node: yaml.Node, seen: set[yaml.Node] | None) -> object:
+        if seen is not None:
+            if node in seen:
+                raise _Fallback("an alias")
+            seen.add(node)
         cls, tag = node.__class__, node.tag
         if cls is yaml.ScalarNode:
             if tag == _STR:
