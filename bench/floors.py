@@ -1,12 +1,17 @@
 """Floor processes: what a bare Python process on this machine does, for comparison.
 
 Run as ``python -m bench.floors <mode> ...`` by the benchmarks, alongside the
-product, so both see the same machine at the same moment. Standard library only:
-the floor must not pay for the product's imports.
+product, so both see the same machine at the same moment. Standard library only
+(the apply floor imports PyYAML and orjson, in the function): the floor must not
+pay for the product's imports.
 
     timers FILE   arm one loop.call_at timer per wall-clock instant listed in FILE
                   (a JSON list of Unix times) and print the lag of each (seconds), as JSON
     idle          an asyncio loop with nothing to do, until SIGTERM
+    apply FILE SCHEMA DB
+                  the floor of ``apply -f FILE``: PyYAML's C loader reads every document
+                  (and nothing else is imported but orjson, for the rows' JSON), and each
+                  becomes the store's rows, bare (see :func:`apply_rows`)
 
 And in process, :func:`same_rows`: the rows a burst wrote, written again bare.
 """
@@ -117,10 +122,57 @@ def same_rows(directory: Path, fires: int, *, chunk: int) -> float:
             Path(f"{floor}{suffix}").unlink(missing_ok=True)
 
 
+def apply_rows(manifest: Path, schema: str, db: Path) -> int:
+    """Read ``manifest`` with ``yaml.CSafeLoader`` (libyaml; its resolvers and
+    constructor as PyYAML ships them) and write, in one transaction on a new file with
+    the store's schema (``schema``: its SQL) and pragmas, what the store writes per
+    object: its ``objects`` row (its body the document with namespace, uid, generation
+    and creationTimestamp, as JSON by orjson) and its ``changes`` row, then the
+    revision. Left out: checking anything (kinds, names, fields, cron, the CRDs'
+    schemas, aliases), the dependency order, looking up what exists, the output
+    lines. The count of rows written."""
+    import os
+
+    import orjson
+    import yaml
+
+    with manifest.open() as f:
+        documents = [d for d in yaml.load_all(f, Loader=yaml.CSafeLoader) if d is not None]
+    conn = sqlite3.connect(db, isolation_level=None)
+    try:
+        conn.execute("PRAGMA journal_mode=WAL")
+        conn.execute("PRAGMA synchronous=NORMAL")
+        conn.executescript(schema)
+        created = time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime())
+        uids = os.urandom(16 * len(documents)).hex()
+        objects, changes = [], []
+        for rv, doc in enumerate(documents, start=1):
+            meta = doc["metadata"]
+            namespace = meta.setdefault("namespace", "default")
+            uid = uids[32 * (rv - 1):32 * rv]
+            meta.update(uid=uid, generation=1, creationTimestamp=created)
+            objects.append((doc["kind"], namespace, meta["name"], uid, rv,
+                            orjson.dumps(doc).decode()))
+            changes.append((rv, doc["kind"], namespace, meta["name"]))
+        conn.execute("BEGIN IMMEDIATE")
+        conn.executemany("INSERT INTO objects (kind, namespace, name, uid, rv, owner, body, status) "
+                         "VALUES (?, ?, ?, ?, ?, NULL, ?, NULL)", objects)
+        conn.executemany("INSERT INTO changes (rv, kind, namespace, name, type, body) "
+                         "VALUES (?, ?, ?, ?, 'ADDED', NULL)", changes)
+        conn.execute("UPDATE meta SET value=? WHERE key='revision'", (len(documents),))
+        conn.execute("COMMIT")
+    finally:
+        conn.close()
+    return len(documents)
+
+
 def main(argv: list[str]) -> int:
     if argv[:1] == ["timers"] and len(argv) == 2:
         targets = json.loads(Path(argv[1]).read_text())
         print(json.dumps(asyncio.run(timers(targets))))
+        return 0
+    if argv[:1] == ["apply"] and len(argv) == 4:
+        print(apply_rows(Path(argv[1]), Path(argv[2]).read_text(), Path(argv[3])))
         return 0
     if argv == ["idle"]:
         asyncio.run(idle())

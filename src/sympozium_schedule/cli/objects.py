@@ -12,6 +12,7 @@ import typer
 
 from sympozium_schedule.cli import kinds, render, session
 from sympozium_schedule.cli.apply import apply_all, stored_instances
+from sympozium_schedule.cli.bulk import check_all, no_cycle_collection
 from sympozium_schedule.cli.describe import describe_schedule
 from sympozium_schedule.cli.errors import CliError, report, warn
 from sympozium_schedule.cli.manifest_files import read_sources
@@ -29,7 +30,7 @@ from sympozium_schedule.cli.options import (
 from sympozium_schedule.cli.options import namespace as namespace_of
 from sympozium_schedule.cli.options import selector as parse_selector
 from sympozium_schedule.cli.render import OutputFormat
-from sympozium_schedule.cli.validate import Document, check, missing_instances
+from sympozium_schedule.cli.validate import Document, missing_instances
 from sympozium_schedule.core.model import LABEL_SCHEDULE, Kind
 from sympozium_schedule.ports.store import EventType, Labels, NotFound, Obj, Ref
 
@@ -52,9 +53,13 @@ def apply(
     SympoziumSchedules, ConfigMaps and Secrets are checked strictly; SympoziumInstances and
     AgentRuns are checked against Sympozium's CRDs, and what does not match is a warning.
     """
-    default_ns = namespace_of(namespace)
+    with no_cycle_collection():
+        _apply(filenames, namespace_of(namespace), dry_run, data_dir)
+
+
+def _apply(filenames: list[str], default_ns: str, dry_run: bool, data_dir: Path | None) -> None:
     sources, errors = read_sources(filenames, sys.stdin)
-    checked = check(sources, namespace=default_ns, now=now())
+    checked = check_all(sources, namespace=default_ns, now=now())
     for line in checked.warnings:
         warn(line)
     errors += checked.errors

@@ -19,7 +19,6 @@ from __future__ import annotations
 
 import base64
 import binascii
-import json
 import math
 import re
 from collections.abc import Callable, Iterable, Sequence
@@ -27,6 +26,8 @@ from dataclasses import dataclass, field
 from datetime import datetime
 from functools import partial
 from typing import Any
+
+import orjson
 
 from sympozium_schedule.adapters.sqlite.store import MAX_OBJECT_BYTES
 from sympozium_schedule.cli.crd_check import crd_problems, join_path
@@ -123,7 +124,8 @@ def _check_one(source: str, raw: object, default_ns: str, now: datetime, out: Ch
     label = f"{kind_text} {ns}/{name}"
     try:
         kind = _kind(raw)
-        _json_only(raw, "")
+        if not _json_clean(raw):
+            _json_only(raw, "")  # raises, naming the field
         _check_metadata(raw)
         warnings = _CHECKS[kind](raw, now)
     except SpecError as exc:
@@ -132,12 +134,14 @@ def _check_one(source: str, raw: object, default_ns: str, now: datetime, out: Ch
         out.errors.append(f"{source}: {label}: {exc}")
         return
     out.warnings.extend(f"{source}: {label}: {w}" for w in warnings)
-    obj: Obj = json.loads(json.dumps(raw))
+    # The document itself: it was read for this apply alone (no alias shares a part
+    # of it) and holds JSON values only, so a copy would be the same.
+    obj: Obj = raw
     obj["metadata"]["namespace"] = ns
     obj["metadata"].pop("resourceVersion", None)
-    # The store's size limit, checked here so an oversized object fails the whole
-    # apply up front instead of halfway through it.
-    if len(json.dumps(obj, separators=(",", ":"), ensure_ascii=False).encode()) > MAX_OBJECT_BYTES:
+    # The store's size limit, counted as the store counts it (its JSON, orjson's), so
+    # an oversized object fails the whole apply up front instead of halfway through it.
+    if len(orjson.dumps(obj)) > MAX_OBJECT_BYTES:
         out.errors.append(f"{source}: {label}: the object is larger than {MAX_OBJECT_BYTES} bytes")
         return
     out.documents.append(Document(source, kind, str(ns), str(name), obj))
@@ -148,11 +152,14 @@ def _short(value: object) -> str:
     return text if len(text) <= 60 else text[:57] + "..."
 
 
+_KNOWN_KINDS = ", ".join(k.value for k in APPLYABLE)
+
+
 def _kind(raw: dict[str, Any]) -> Kind:
     text = raw.get("kind")
     if text is None or text == "":
         raise SpecError("kind", text, "is required")
-    known = ", ".join(k.value for k in APPLYABLE)
+    known = _KNOWN_KINDS
     try:
         kind = Kind(text)
     except (ValueError, TypeError) as exc:
@@ -193,6 +200,32 @@ def _json_only(value: object, path: str) -> None:
             raise SpecError(path, value, "an integer beyond 64 bits")
     elif not (value is None or isinstance(value, bool)):
         raise SpecError(path, value, f"not a JSON value ({type(value).__name__}); quote it")
+
+
+def _json_clean(value: Any) -> bool:
+    """Whether :func:`_json_only` finds nothing, without building a field path per value
+    (that was a third of checking a large apply); on False, it says what and where."""
+    kind = type(value)
+    if kind is str:
+        return value.isascii() or _encodable(value)
+    if kind is dict:
+        return all(type(key) is str and (key.isascii() or _encodable(key)) and _json_clean(item)
+                   for key, item in value.items())
+    if kind is list:
+        return all(_json_clean(item) for item in value)
+    if kind is int:
+        return bool(_INT64[0] <= value <= _INT64[1])
+    if kind is float:
+        return math.isfinite(value)
+    return value is None or kind is bool
+
+
+def _encodable(text: str) -> bool:
+    try:
+        text.encode("utf-8")
+    except UnicodeEncodeError:
+        return False
+    return True
 
 
 def _top_level(raw: dict[str, Any], allowed: frozenset[str]) -> None:

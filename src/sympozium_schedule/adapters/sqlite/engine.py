@@ -23,6 +23,7 @@ import contextlib
 import sqlite3
 from collections.abc import Callable, Sequence
 from datetime import UTC, datetime, timedelta
+from functools import lru_cache
 from pathlib import Path
 from typing import Any
 
@@ -46,8 +47,10 @@ Outcome = tuple[bool, Any]
 _MANAGED_META = ("uid", "creationTimestamp", "generation", "resourceVersion", "namespace", "name")
 
 
+@lru_cache(maxsize=8)
 def stamp(t: datetime) -> str:
-    """RFC 3339 in UTC with a ``Z`` (core.model.format_time, without importing it)."""
+    """RFC 3339 in UTC with a ``Z`` (core.model.format_time, without importing it).
+    Cached: every create of a transaction stamps the same instant."""
     utc = t if t.tzinfo is UTC else t.astimezone(UTC)
     return utc.replace(tzinfo=None).isoformat() + "Z"
 
