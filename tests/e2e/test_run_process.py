@@ -9,11 +9,16 @@ deliberate sleep is the downtime after SIGKILL, which is what that test is about
 
 from __future__ import annotations
 
+import contextlib
 import itertools
+import os
 import re
+import signal
+import subprocess
 import time
 from collections import Counter
 from datetime import UTC, datetime, timedelta
+from pathlib import Path
 from typing import Any
 
 import pytest
@@ -170,3 +175,26 @@ def test_sigkill_and_restart_neither_duplicates_nor_replays_ticks(
     assert catch_up > restarted_at - SECOND - timedelta(milliseconds=1), (catch_up, restarted_at)
     missed = int((catch_up - last_before) / SECOND) - 1
     assert missed >= 2, f"the downtime should have skipped ticks: {last_before} .. {catch_up}"
+
+
+def test_ctrl_c_in_a_terminal_stops_run_and_its_children_quietly(cli: Cli, tmp_path: Path) -> None:
+    """A terminal's Ctrl-C sends SIGINT to the whole foreground process group: `run`, its
+    store writer, its NATS server and the agents. `run` stops cleanly (exit 0) and no child
+    prints a traceback into the user's terminal (the store writer did)."""
+    log = tmp_path / "ctrl-c.log"
+    with log.open("w") as out:
+        process = subprocess.Popen(cli.command("run", "--demo", *RUN_FLAGS), stdout=out,
+                                   stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL, text=True,
+                                   env=cli.env, start_new_session=True)
+    try:
+        wait_for(lambda: any(phase(r) == "Succeeded" for r in stored_runs(cli.data_dir)),
+                 timeout=60, interval=0.3, what="a demo run to succeed (the writer process is up)")
+        os.killpg(process.pid, signal.SIGINT)
+        code = process.wait(timeout=30)
+    finally:
+        with contextlib.suppress(ProcessLookupError):
+            os.killpg(process.pid, signal.SIGKILL)
+    text = log.read_text()
+    assert code == 0, text[-3000:]
+    assert "Traceback" not in text, text[-3000:]
+    assert "Fatal Python error" not in text, text[-3000:]

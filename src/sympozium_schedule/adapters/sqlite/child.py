@@ -178,6 +178,10 @@ def _die_with_parent(parent: int) -> None:
 
 def main(argv: list[str]) -> int:
     path, keep, ttl, parent = Path(argv[0]), int(argv[1]), float(argv[2]), int(argv[3])
+    # Ctrl-C reaches the terminal's whole process group: the scheduler stops on it and ends
+    # this writer by closing its stdin once the last write is answered. Interrupted here,
+    # it died mid-read with a traceback in the user's terminal.
+    signal.signal(signal.SIGINT, signal.SIG_IGN)
     _die_with_parent(parent)
     engine = Engine(path, keep_changes=keep, event_ttl=timedelta(seconds=ttl))
     inbox: queue.SimpleQueue[tuple[int, Any, float | None] | None] = queue.SimpleQueue()
