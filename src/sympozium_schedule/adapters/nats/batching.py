@@ -19,6 +19,7 @@ both are a few headers over its core request and subscribe.
 
 from __future__ import annotations
 
+import abc
 import asyncio
 import contextlib
 import secrets
@@ -93,7 +94,7 @@ class _Read:
         default_factory=lambda: asyncio.get_running_loop().create_future())
 
 
-class _Coalescer(Generic[T]):
+class _Coalescer(abc.ABC, Generic[T]):
     """Calls queued in one turn of the loop, handed to ``_send`` together."""
 
     def __init__(self) -> None:
@@ -112,8 +113,9 @@ class _Coalescer(Generic[T]):
             self._tasks.add(task)
             task.add_done_callback(self._tasks.discard)
 
+    @abc.abstractmethod
     async def _send(self, items: Sequence[T]) -> None:
-        raise NotImplementedError
+        """Send one batch and settle each item's future."""
 
 
 def _settle(item: _Queued, error: Exception | None) -> None:

@@ -16,6 +16,7 @@ has been delivered (and its caller's continuation has run).
 
 from __future__ import annotations
 
+import abc
 import asyncio
 import contextlib
 import queue
@@ -49,7 +50,7 @@ def _deliver(results: list[tuple[asyncio.Future[Outcome], Outcome]],
     asyncio.get_running_loop().call_soon(release)
 
 
-class Writer:
+class Writer(abc.ABC):
     """What both writers share: submitting, holding watches back, delivering results."""
 
     def __init__(self, on_commit: Callable[[], None]):
@@ -69,11 +70,13 @@ class Writer:
         self._send(Pending(ident, op, future, loop))
         return future
 
+    @abc.abstractmethod
     def _send(self, pending: Pending) -> None:
-        raise NotImplementedError
+        """Hand ``pending`` to the committing side (a thread or a process)."""
 
+    @abc.abstractmethod
     def stop(self) -> None:
-        raise NotImplementedError
+        """Commit what was handed over, then end."""
 
     def watch_limit(self) -> int | None:
         """Watches of this process read changes below this revision (None: all)."""
