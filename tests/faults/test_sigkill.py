@@ -28,6 +28,7 @@ from collections import Counter
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -105,18 +106,27 @@ def ticks_between(start: datetime, end: datetime) -> list[datetime]:
     return [first + k * SECOND for k in range(int((end - first) / SECOND) + 1)] if first <= end else []
 
 
+def made_by(life: Life, all_runs: list[dict[str, Any]]) -> list[tuple[str, str]]:
+    """(tick, creation) of every run a process created: what a failure needs to be read."""
+    return sorted((tick_of(r).strftime("%H:%M:%S"), created(r).strftime("%H:%M:%S.%f")[:-3])
+                  for r in all_runs if life.go <= created(r) <= life.end)
+
+
 def test_fifty_sigkills_neither_duplicate_nor_lose_a_tick(data_dir: Path, runs: Runs) -> None:
     seed(data_dir, instance_obj(), *(schedule_obj(name, "@every 1s", **KEEP_ALL) for name in SCHEDULES))
     rng = random.Random(SEED)
     lives: list[Life] = []
+    processes: list[RunProcess] = []
     upcoming = runs.warm()
     for _ in range(CYCLES):
         current = upcoming
         current.go()
         upcoming = runs.warm()  # imports while this one runs: the restart is immediate
         lives.append(one_life(current, rng))
+        processes.append(current)
     upcoming.go()
     lives.append(one_life(upcoming, None))
+    processes.append(upcoming)
 
     # Nothing half-written: every object parses.
     for kind, name, body, status in rows(data_dir):
@@ -149,7 +159,9 @@ def test_fifty_sigkills_neither_duplicate_nor_lose_a_tick(data_dir: Path, runs: 
         ticks = set(counts)
         for n, life in enumerate(lives):
             lost = [t.isoformat() for t in ticks_between(life.ready, life.end - GRACE) if t not in ticks]
-            assert not lost, f"{name}: process {n} was up ({life.ready} .. {life.end}) but lost {lost}"
+            assert not lost, (
+                f"{name}: process {n} was up ({life.ready} .. {life.end}) but lost {lost}; "
+                f"its runs of {name}: {made_by(life, mine)}; its log:\n{processes[n].tail(6000)}")
             if n == 0:
                 continue
             # The most recent tick at the restart (missed or not) has its run: at least

@@ -399,3 +399,27 @@ async def test_a_cancelled_watch_stops_even_when_a_commit_wakes_it_at_that_momen
         await store.close()
 
     assert swallowed == [], f"cancellations {swallowed} turns after a wake-up were ignored"
+
+
+# --- the scheduler's writer process ---------------------------------------------------------
+
+
+def _writer_children() -> list[int]:
+    import psutil
+
+    return [child.pid for child in psutil.Process().children()
+            if "sympozium_schedule.adapters.sqlite.child" in " ".join(child.cmdline())]
+
+
+async def test_the_writer_process_starts_with_the_store_not_with_its_first_write(tmp_path: Path) -> None:
+    # Started by the first write, it made the first fire after every restart wait for a
+    # Python start (~0.2-0.4 s idle, over a second on a loaded machine).
+    store = SQLiteStore(tmp_path / "store.db", writer="process")
+    try:
+        (pid,) = _writer_children()
+        created = await store.create(schedule("first"))
+        assert created["metadata"]["name"] == "first"
+        assert _writer_children() == [pid]  # the write went to the process already running
+    finally:
+        await store.close()
+    assert _writer_children() == []

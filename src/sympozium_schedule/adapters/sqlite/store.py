@@ -99,8 +99,10 @@ class SQLiteStore:
         self._watches = Watches(self.path, self._read, self._watch_limit, poll=poll_interval,
                                 max_poll=max_poll_interval, follow=follow_other_processes)
         if writer == "process":
-            self._writer = ProcessWriter(self.path, self._watches.notify, keep_changes=keep_changes,
-                                         event_ttl=event_ttl, clock=clock)
+            process = ProcessWriter(self.path, self._watches.notify, keep_changes=keep_changes,
+                                    event_ttl=event_ttl, clock=clock)
+            process.start()  # beside the caller's start-up, not on its first write's path
+            self._writer = process
         else:
             self._writer = ThreadWriter(self.path, self._clock, self._watches.notify,
                                         keep_changes=keep_changes, event_ttl=event_ttl,
