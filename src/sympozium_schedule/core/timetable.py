@@ -207,7 +207,7 @@ _INTERNED: weakref.WeakValueDictionary[tuple[object, ...], Timetable] = weakref.
 def _intern(table: Timetable) -> Timetable:
     """One object per distinct timetable while any schedule uses it: 10,000 schedules
     on ``* * * * *`` share one, so a decision can memoise what the timetable says
-    about a tick by identity (decide.py) instead of once per schedule."""
+    about a tick by identity (ticks.py) instead of once per schedule."""
     key = (table.specs, table.exclusions, table.start, table.end, table.jitter, table.seed)
     found = _INTERNED.get(key)
     if found is not None:
