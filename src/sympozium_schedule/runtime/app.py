@@ -237,7 +237,7 @@ async def _start_the_rest(settings: EmbeddedSettings, store: SQLiteStore, contro
         start(serve_http(metrics, port=settings.metrics_port,
                          ready=lambda: controller.ready.is_set()), "metrics")
     from sympozium_schedule.runtime.messaging import start_bus_side
-    from sympozium_schedule.runtime.runner import RunnerSettings
+    from sympozium_schedule.runtime.runner_settings import RunnerSettings
 
     runner = RunnerSettings(
         data_dir=settings.data_dir, agents=settings.agents, default_agent=settings.default_agent,
