@@ -11,8 +11,8 @@ from dataclasses import replace
 from datetime import datetime
 from typing import Any
 
-from sympozium_schedule.core.cron import floor_second
 from sympozium_schedule.core.decide import Decision, Outcome
+from sympozium_schedule.core.fire_times import floor_second
 from sympozium_schedule.core.history import owned_runs
 from sympozium_schedule.core.model import (
     BUFFERING_POLICIES,

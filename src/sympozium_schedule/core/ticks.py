@@ -11,7 +11,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 
-from sympozium_schedule.core.cron import floor_second
+from sympozium_schedule.core.fire_times import floor_second
 from sympozium_schedule.core.model import EPOCH, ScheduleSpec, ScheduleView
 from sympozium_schedule.core.timetable import Timetable
 

@@ -22,14 +22,9 @@ from dataclasses import dataclass
 from datetime import UTC, date, datetime, time, timedelta, tzinfo
 from functools import lru_cache
 
-from sympozium_schedule.core.cron import (
-    Schedule,
-    compile_schedule,
-    load_zone,
-    parse_duration,
-    shortest_gap,
-)
+from sympozium_schedule.core.cron import compile_schedule, load_zone, parse_duration
 from sympozium_schedule.core.errors import SpecError
+from sympozium_schedule.core.fire_times import Schedule, shortest_gap
 from sympozium_schedule.core.model import ExcludeEntry, ScheduleSpec, parse_time
 
 _MICRO = timedelta(microseconds=1)

@@ -11,16 +11,10 @@ from typing import TYPE_CHECKING, Any
 
 from aiohttp import web
 
-from sympozium_schedule.core.cron import (
-    DstNote,
-    compile_schedule,
-    dst_notes,
-    fires_between,
-    load_zone,
-    preview,
-    upcoming,
-)
+from sympozium_schedule.core.cron import compile_schedule, load_zone
+from sympozium_schedule.core.cron_preview import DstNote, dst_notes, preview
 from sympozium_schedule.core.errors import SpecError
+from sympozium_schedule.core.fire_times import fires_between, upcoming
 from sympozium_schedule.core.manual import TriggerRefused
 from sympozium_schedule.core.model import (
     ANNOTATION_SCHEDULED_TIME,
