@@ -15,15 +15,15 @@ import pytest
 from hypothesis import example, given, settings
 from hypothesis import strategies as st
 
-from sympozium_schedule.core.cron import (
+from sympozium_schedule.core.cron import compile_schedule
+from sympozium_schedule.core.errors import SpecError
+from sympozium_schedule.core.fire_times import (
     CronSchedule,
     IntervalSchedule,
     Schedule,
-    compile_schedule,
     shortest_gap,
     upcoming,
 )
-from sympozium_schedule.core.errors import SpecError
 from tests.core.helpers import at, utc
 
 ANCHOR = utc(2026, 1, 1)

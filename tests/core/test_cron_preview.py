@@ -7,15 +7,10 @@ from datetime import UTC, datetime, timedelta
 
 import pytest
 
-from sympozium_schedule.core.cron import (
-    compile_schedule,
-    dst_notes,
-    fires_between,
-    load_zone,
-    preview,
-    zone_transitions,
-)
+from sympozium_schedule.core.cron import compile_schedule, load_zone
+from sympozium_schedule.core.cron_preview import dst_notes, preview, zone_transitions
 from sympozium_schedule.core.errors import SpecError
+from sympozium_schedule.core.fire_times import fires_between
 
 JAN = datetime(2026, 1, 1, tzinfo=UTC)
 YEAR = timedelta(days=366)

@@ -10,7 +10,7 @@ from typing import Any
 
 import pytest
 
-from sympozium_schedule.core.cron import compile_schedule, upcoming
+from sympozium_schedule.core.cron import compile_schedule
 from sympozium_schedule.core.decide import (
     Decision,
     Note,
@@ -18,6 +18,7 @@ from sympozium_schedule.core.decide import (
     SkipReason,
     reconcile,
 )
+from sympozium_schedule.core.fire_times import upcoming
 from sympozium_schedule.core.manual import TriggerRefused, tick_failed
 from sympozium_schedule.core.model import (
     UNFINISHED_PHASES,

@@ -12,7 +12,6 @@ import pytest
 
 from sympozium_schedule.core import backfill
 from sympozium_schedule.core.decide import (
-    BUFFER_ALL_LIMIT,
     PAUSED_BY,
     Decision,
     Outcome,
@@ -21,6 +20,7 @@ from sympozium_schedule.core.decide import (
 from sympozium_schedule.core.manual import TriggerRefused
 from sympozium_schedule.core.model import ANNOTATION_BACKFILL, format_time
 from sympozium_schedule.core.naming import run_name
+from sympozium_schedule.core.policy import BUFFER_ALL_LIMIT
 from tests.core import sympozium_compat
 from tests.core.world import REMOVE, T0, H, World, condition, fired
 

@@ -33,7 +33,8 @@ from hypothesis import strategies as st
 
 from sympozium_schedule.adapters.ipc import MAX_NAME_BYTES, ScheduleFolder, result_name
 from sympozium_schedule.adapters.nats.subjects import RunSubjects
-from sympozium_schedule.core.cron import compile_schedule, shortest_gap
+from sympozium_schedule.core.cron import compile_schedule
+from sympozium_schedule.core.fire_times import shortest_gap
 from sympozium_schedule.core.model import LABEL_INSTANCE, LABEL_SOURCE, ScheduleSpec
 from sympozium_schedule.core.requests import (
     ANNOTATION_REQUESTED_BY,

@@ -18,7 +18,7 @@ from sympozium_schedule import manifests
 from sympozium_schedule.adapters.kubernetes.store import RESOURCES, Lease
 from sympozium_schedule.core.shards import MAX_SHARDS
 from sympozium_schedule.manifests import generate
-from sympozium_schedule.runtime.app import KubernetesSettings
+from sympozium_schedule.runtime.kubernetes_mode import KubernetesSettings
 
 REPO_ROOT = Path(__file__).resolve().parents[2]
 INSTALL_DIR = manifests.path("install")
@@ -340,14 +340,14 @@ def test_each_process_has_its_own_leader_identity(monkeypatch: pytest.MonkeyPatc
 def test_the_lease_namespace_defaults_to_the_pods_then_the_installs(
         monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
     """Never ``default``, where the shipped Role grants nothing (issue 8, defect 3)."""
-    from sympozium_schedule.runtime import app
+    from sympozium_schedule.runtime import kubernetes_mode
 
     monkeypatch.delenv("POD_NAMESPACE", raising=False)
-    monkeypatch.setattr(app, "IN_CLUSTER_NAMESPACE_FILE", tmp_path / "absent")
-    assert KubernetesSettings().lease_namespace == generate.NAMESPACE == app.INSTALL_NAMESPACE
+    monkeypatch.setattr(kubernetes_mode, "IN_CLUSTER_NAMESPACE_FILE", tmp_path / "absent")
+    assert KubernetesSettings().lease_namespace == generate.NAMESPACE == kubernetes_mode.INSTALL_NAMESPACE
     mounted = tmp_path / "namespace"
     mounted.write_text("team-a\n")
-    monkeypatch.setattr(app, "IN_CLUSTER_NAMESPACE_FILE", mounted)
+    monkeypatch.setattr(kubernetes_mode, "IN_CLUSTER_NAMESPACE_FILE", mounted)
     assert KubernetesSettings().lease_namespace == "team-a"
 
 

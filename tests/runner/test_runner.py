@@ -18,7 +18,8 @@ from sympozium_schedule.adapters.sqlite import SQLiteStore
 from sympozium_schedule.core.model import Kind
 from sympozium_schedule.ports.store import NotFound, Obj, Ref
 from sympozium_schedule.runtime import paths
-from sympozium_schedule.runtime.runner import LocalRunner, RunnerSettings
+from sympozium_schedule.runtime.runner import LocalRunner
+from sympozium_schedule.runtime.runner_settings import RunnerSettings
 from tests.support import eventually
 
 PATIENCE = 60.0

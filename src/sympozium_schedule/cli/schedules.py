@@ -24,8 +24,9 @@ from sympozium_schedule.cli.options import (
 )
 from sympozium_schedule.cli.options import namespace as namespace_of
 from sympozium_schedule.cli.render import OutputFormat
-from sympozium_schedule.core.cron import compile_schedule, load_zone, upcoming
+from sympozium_schedule.core.cron import compile_schedule, load_zone
 from sympozium_schedule.core.errors import SpecError
+from sympozium_schedule.core.fire_times import upcoming
 from sympozium_schedule.core.model import Kind
 from sympozium_schedule.ports.store import NotFound
 

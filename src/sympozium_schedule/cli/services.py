@@ -94,8 +94,8 @@ def run_kubernetes(*, kubeconfig: Path | None, context: str | None, namespaces: 
                    shards: int = 1) -> None:
     """The controller (and, with a NATS URL, the router) against a cluster."""
     from sympozium_schedule.ports.store import StoreError
-    from sympozium_schedule.runtime.app import KubernetesSettings
-    from sympozium_schedule.runtime.app import run_kubernetes as run_k8s
+    from sympozium_schedule.runtime.kubernetes_mode import KubernetesSettings
+    from sympozium_schedule.runtime.kubernetes_mode import run_kubernetes as run_k8s
 
     if kubeconfig is not None and not kubeconfig.is_file():
         raise bad_value("no such file", flag="--kubeconfig", value=str(kubeconfig))
@@ -307,8 +307,8 @@ def run_router_kubernetes(*, kubeconfig: Path | None, context: str | None, nats_
                           callout: CalloutConfig | None, allow_unscoped: bool) -> None:
     """The router alone against a cluster (and the bus's auth callout, when configured)."""
     from sympozium_schedule.ports.store import StoreError
-    from sympozium_schedule.runtime.app import KubernetesSettings
-    from sympozium_schedule.runtime.app import run_kubernetes as run_k8s
+    from sympozium_schedule.runtime.kubernetes_mode import KubernetesSettings
+    from sympozium_schedule.runtime.kubernetes_mode import run_kubernetes as run_k8s
 
     if kubeconfig is not None and not kubeconfig.is_file():
         raise bad_value("no such file", flag="--kubeconfig", value=str(kubeconfig))

@@ -16,30 +16,31 @@ replayed, and ticks still waiting in the buffer are dropped.
 
 Ticks come from the schedule's :class:`~sympozium_schedule.core.timetable.Timetable`
 (every spec merged, bounded by startTime/endTime); a tick is due at its planned
-fire time (the tick plus its jitter). What happens to a due tick is decided by
-:func:`plan_tick`: excluded, too late, skipped, buffered or fired.
+fire time (the tick plus its jitter), which :mod:`~sympozium_schedule.core.ticks`
+works out. What happens to a due tick is decided by
+:func:`~sympozium_schedule.core.policy.plan_tick`: excluded, too late, skipped,
+buffered or fired.
 """
 
 from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
-from datetime import datetime, timedelta
+from datetime import datetime
 from enum import StrEnum
-from typing import Any, Literal
+from typing import Any
 
 from sympozium_schedule.core import backfill
-from sympozium_schedule.core.cron import floor_second
 from sympozium_schedule.core.errors import SpecError
+from sympozium_schedule.core.history import history_to_prune, owned_runs
 from sympozium_schedule.core.model import (
-    BUFFERING_POLICIES,
-    EPOCH,
     RunView,
     ScheduleSpec,
     ScheduleStatus,
     ScheduleView,
     format_time,
 )
+from sympozium_schedule.core.policy import SkipReason, TickPlan, plan_tick
 from sympozium_schedule.core.runs import RunTemplate, build_agent_run
 from sympozium_schedule.core.status import (
     MANAGED_STATUS_KEYS,
@@ -49,16 +50,13 @@ from sympozium_schedule.core.status import (
     StatusBuilder,
     run_ref,
 )
-from sympozium_schedule.core.timetable import Timetable
+from sympozium_schedule.core.ticks import due_ticks
 
 __all__ = [
-    "BUFFER_ALL_LIMIT", "MANAGED_STATUS_KEYS", "READY", "TICK_SKIPPED", "Decision", "Note",
-    "Outcome", "SkipReason", "Suspension", "history_to_prune", "owned_runs", "reconcile",
+    "MANAGED_STATUS_KEYS", "READY", "TICK_SKIPPED", "Decision", "Note", "Outcome", "SkipReason",
+    "Suspension", "reconcile",
 ]
 
-_MICRO = timedelta(microseconds=1)
-# The most ticks BufferAll keeps waiting; later ones are skipped (BufferFull).
-BUFFER_ALL_LIMIT = 100
 PAUSED_BY = "sympozium-schedule (pauseOnFailure)"
 
 
@@ -73,13 +71,6 @@ class Outcome(StrEnum):
     PAUSED = "paused"  # a run failed and pauseOnFailure suspends the schedule
     COMPLETED = "completed"  # maxRuns reached or endTime passed: no more fires
     ERROR = "error"
-
-
-class SkipReason(StrEnum):
-    FORBID = "ConcurrencyPolicyForbid"
-    DEADLINE = "MissedStartingDeadline"
-    EXCLUDED = "Excluded"
-    BUFFER_FULL = "BufferFull"
 
 
 @dataclass(frozen=True, slots=True)
@@ -109,154 +100,8 @@ class Decision:
     suspend: Suspension | None = None
 
 
-@dataclass(frozen=True, slots=True)
-class TickPlan:
-    """What the policies make of a due tick."""
-
-    action: Literal["fire", "skip", "buffer"]
-    delete: tuple[str, ...] = ()
-    skip: SkipReason | None = None
-    message: str = ""
-
-
-_FIRE = TickPlan("fire")  # the common answer, shared
-
-
-@dataclass(frozen=True, slots=True)
-class _Ticks:
-    due: datetime | None  # the tick to handle now
-    due_at: datetime | None  # when it was planned to fire
-    next: datetime | None  # the next tick after it (status.nextRunTime)
-    next_at: datetime | None  # when that one is planned to fire (the wake-up)
-
-
 def _order(run: RunView) -> datetime:
     return run.order_key
-
-
-def owned_runs(schedule: ScheduleView, runs: Sequence[RunView]) -> list[RunView]:
-    """Runs of this schedule incarnation: a run owned by an older schedule of
-    the same name (deleted and re-created) is not ours to count or prune."""
-    uid = schedule.meta.uid
-    return [r for r in runs if not r.owner_uids or not uid or uid in r.owner_uids]
-
-
-def history_to_prune(spec: ScheduleSpec, runs: Sequence[RunView]) -> list[str]:
-    """Names of the finished runs beyond the history limits (the oldest of each kind)."""
-    if not runs:
-        return []
-    finished = sorted((r for r in runs if r.finished), key=_order, reverse=True)
-    ok = [r.name for r in finished if r.succeeded]
-    failed = [r.name for r in finished if not r.succeeded]
-    doomed = ok[spec.successful_runs_history_limit:] + failed[spec.failed_runs_history_limit:]
-    return sorted(doomed)
-
-
-def plan_tick(spec: ScheduleSpec, table: Timetable | None, active: Sequence[RunView],
-              due: datetime, due_at: datetime, now: datetime, *, busy: bool,
-              buffered: int) -> TickPlan:
-    """Excluded, too late, or what the concurrency policy makes of it. ``busy``: a run
-    of the schedule is unfinished, or one starts in this very decision."""
-    tick = format_time(due)
-    exclusion = table.excluded_by(due) if table is not None else None
-    if exclusion is not None:
-        return TickPlan("skip", skip=SkipReason.EXCLUDED,
-                     message=f"skipped the {tick} tick: excluded by spec.exclude ({exclusion.text})")
-    late = now - due_at
-    deadline = spec.starting_deadline_seconds
-    if deadline is not None and late.total_seconds() > deadline:  # (no timedelta: int64 fits)
-        return TickPlan("skip", skip=SkipReason.DEADLINE,
-                     message=f"skipped the {tick} tick: it is {late.total_seconds():.0f}s late, "
-                             f"beyond startingDeadlineSeconds={deadline}")
-    if not busy:
-        return _FIRE
-    policy = spec.concurrency_policy
-    blocking = (f"AgentRun {active[-1].name} is still {active[-1].phase or 'Pending'}" if active
-                else "a buffered tick is starting")
-    if policy == "Forbid":
-        return TickPlan("skip", skip=SkipReason.FORBID,
-                     message=f"skipped the {tick} tick: {blocking} (concurrencyPolicy: Forbid)")
-    if policy in BUFFERING_POLICIES:
-        limit = 1 if policy == "BufferOne" else BUFFER_ALL_LIMIT
-        if buffered < limit:
-            return TickPlan("buffer", message=f"the {tick} tick waits: {blocking} "
-                                           f"(concurrencyPolicy: {policy})")
-        return TickPlan("skip", skip=SkipReason.BUFFER_FULL,
-                     message=f"skipped the {tick} tick: {blocking} and {buffered} tick(s) already "
-                             f"wait, the most concurrencyPolicy: {policy} keeps")
-    if policy == "Replace" and active:
-        names = tuple(r.name for r in active)
-        return TickPlan("fire", delete=names,
-                     message=f"deleted unfinished AgentRun(s) {', '.join(names)} to start the "
-                             f"{tick} run (concurrencyPolicy: Replace)")
-    return _FIRE
-
-
-def _ticks(schedule: ScheduleView, spec: ScheduleSpec, table: Timetable,
-           cursor: datetime | None, now: datetime) -> _Ticks:
-    """The tick to handle now (if any) and the next one after it.
-
-    Written to cost one or two forward queries in the common cases (nothing due;
-    exactly one tick due) and to look backwards only after a gap of several
-    missed ticks, because this runs for every schedule on every fire and start.
-    The creation tick of ``firstTick: immediate`` is never delayed by jitter.
-    """
-    initial: datetime | None = None
-    if cursor is None:
-        creation = schedule.meta.creation or EPOCH
-        if spec.first_tick == "immediate":
-            initial = floor_second(max(creation, table.start) if table.start else creation)
-            if table.end is not None and initial > table.end:
-                initial, cursor = None, creation
-            elif initial > now:  # our clock is behind the store's, or startTime is ahead
-                return _Ticks(None, None, initial, initial)
-            else:
-                cursor = initial - _MICRO  # the creation tick itself counts
-        else:
-            cursor = creation
-    ticks = _forward(table, cursor, now)
-    if initial is not None and ticks.due is None:
-        return _Ticks(initial, initial, ticks.next, ticks.next_at)
-    return ticks
-
-
-# What a timetable says after a cursor at ``now``, shared by every schedule with the
-# same timetable (they are interned: timetable._intern) and cursor: a burst of
-# 10,000 schedules on one expression asks it once. Held for one ``now`` at a time,
-# so it keeps the answers of one pass and no more.
-_SHARED: dict[tuple[int, datetime], tuple[Timetable, _Ticks]] = {}
-_SHARED_AT: list[datetime | None] = [None]
-
-
-def _forward(table: Timetable, cursor: datetime, now: datetime) -> _Ticks:
-    if _SHARED_AT[0] != now:
-        _SHARED.clear()
-        _SHARED_AT[0] = now
-    key = (id(table), cursor)
-    found = _SHARED.get(key)
-    if found is not None and found[0] is table:
-        return found[1]
-    ticks = _forward_of(table, cursor, now)
-    _SHARED[key] = (table, ticks)
-    return ticks
-
-
-def _forward_of(table: Timetable, cursor: datetime, now: datetime) -> _Ticks:
-    fire = table.fire_time
-    upcoming = table.next_after(cursor)
-    if upcoming is None or fire(upcoming) > now:
-        upcoming_at = fire(upcoming) if upcoming is not None else None
-        return _Ticks(None, None, upcoming, upcoming_at)
-    following = table.next_after(upcoming)
-    if following is None or fire(following) > now:
-        return _Ticks(upcoming, fire(upcoming), following,
-                      fire(following) if following is not None else None)
-    latest = table.latest_at_or_before(now)
-    if latest is not None and fire(latest) > now:  # its jitter has not elapsed yet
-        latest = table.latest_at_or_before(latest - _MICRO)
-    assert latest is not None  # ``following`` is at or before now
-    after = table.next_after(latest)
-    return _Ticks(latest, fire(latest), after, fire(after) if after is not None else None)
 
 
 def _error(b: StatusBuilder, exc: SpecError, hint: str) -> None:
@@ -421,7 +266,7 @@ def reconcile(
         return done(Outcome.RECORDED if unrecorded else Outcome.COMPLETED, delete=prune,
                     tick=recorded)
 
-    ticks = _ticks(schedule, spec, table, cursor, now)
+    ticks = due_ticks(schedule, spec, table, cursor, now)
     b.next_run_time = ticks.next
     b.next_fire_time = ticks.next_at if table.jitter and ticks.next_at != ticks.next else None
     wake = ticks.next_at

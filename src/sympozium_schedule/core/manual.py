@@ -11,8 +11,9 @@ from dataclasses import replace
 from datetime import datetime
 from typing import Any
 
-from sympozium_schedule.core.cron import floor_second
-from sympozium_schedule.core.decide import Decision, Outcome, owned_runs, plan_tick
+from sympozium_schedule.core.decide import Decision, Outcome
+from sympozium_schedule.core.fire_times import floor_second
+from sympozium_schedule.core.history import owned_runs
 from sympozium_schedule.core.model import (
     BUFFERING_POLICIES,
     RunView,
@@ -20,6 +21,7 @@ from sympozium_schedule.core.model import (
     ScheduleView,
     format_time,
 )
+from sympozium_schedule.core.policy import plan_tick
 from sympozium_schedule.core.runs import RunTemplate, build_agent_run
 from sympozium_schedule.core.status import TICK_SKIPPED, Note, StatusBuilder, run_ref
 

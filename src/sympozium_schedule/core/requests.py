@@ -17,8 +17,9 @@ from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
-from sympozium_schedule.core.cron import Schedule, compile_schedule, shortest_gap, upcoming
+from sympozium_schedule.core.cron import compile_schedule
 from sympozium_schedule.core.errors import SpecError
+from sympozium_schedule.core.fire_times import Schedule, shortest_gap, upcoming
 from sympozium_schedule.core.model import (
     API_VERSION,
     LABEL_INSTANCE,

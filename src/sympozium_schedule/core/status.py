@@ -12,7 +12,7 @@ from dataclasses import dataclass
 from datetime import datetime
 from typing import Any, Literal
 
-from sympozium_schedule.core.cron import floor_second
+from sympozium_schedule.core.fire_times import floor_second
 from sympozium_schedule.core.model import (
     Condition,
     Kind,

@@ -22,14 +22,9 @@ from dataclasses import dataclass
 from datetime import UTC, date, datetime, time, timedelta, tzinfo
 from functools import lru_cache
 
-from sympozium_schedule.core.cron import (
-    Schedule,
-    compile_schedule,
-    load_zone,
-    parse_duration,
-    shortest_gap,
-)
+from sympozium_schedule.core.cron import compile_schedule, load_zone, parse_duration
 from sympozium_schedule.core.errors import SpecError
+from sympozium_schedule.core.fire_times import Schedule, shortest_gap
 from sympozium_schedule.core.model import ExcludeEntry, ScheduleSpec, parse_time
 
 _MICRO = timedelta(microseconds=1)
@@ -207,7 +202,7 @@ _INTERNED: weakref.WeakValueDictionary[tuple[object, ...], Timetable] = weakref.
 def _intern(table: Timetable) -> Timetable:
     """One object per distinct timetable while any schedule uses it: 10,000 schedules
     on ``* * * * *`` share one, so a decision can memoise what the timetable says
-    about a tick by identity (decide.py) instead of once per schedule."""
+    about a tick by identity (ticks.py) instead of once per schedule."""
     key = (table.specs, table.exclusions, table.start, table.end, table.jitter, table.seed)
     found = _INTERNED.get(key)
     if found is not None:

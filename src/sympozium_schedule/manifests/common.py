@@ -17,7 +17,7 @@ SYMPOZIUM_CRD_FILES = ("sympozium.ai_agentruns.yaml", "sympozium.ai_sympoziumins
 
 NAME = "sympozium-schedule"
 NAMESPACE = "sympozium-schedule"  # its own: deleting the install must not touch Sympozium's
-# runtime.app.KubernetesSettings defaults (http_port, lease_name); repeated rather than
+# runtime.kubernetes_mode.KubernetesSettings defaults (http_port, lease_name); repeated rather than
 # imported because importing the runtime costs half a second, and a test holds them equal.
 HTTP_PORT = 8080
 CONSOLE_PORT = 8081  # where the install's `run --kubernetes` serves the console

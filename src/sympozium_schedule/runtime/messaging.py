@@ -25,7 +25,8 @@ from sympozium_schedule.runtime.bus_identity import CalloutConfig, ServiceAccoun
 from sympozium_schedule.runtime.informer import Informer
 from sympozium_schedule.runtime.metrics import Metrics
 from sympozium_schedule.runtime.router import AgentDirectory, Router, RouterSettings
-from sympozium_schedule.runtime.runner import BridgeFactory, LocalRunner, RunnerSettings
+from sympozium_schedule.runtime.runner import LocalRunner
+from sympozium_schedule.runtime.runner_settings import BridgeFactory, RunnerSettings
 from sympozium_schedule.runtime.sandbox import Sandbox
 
 Start = Callable[[Coroutine[Any, Any, None], str], asyncio.Task[None]]

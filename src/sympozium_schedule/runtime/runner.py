@@ -33,13 +33,9 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import os
-import signal
 import socket
 from collections import deque
-from collections.abc import Callable, Coroutine, Mapping
-from dataclasses import dataclass, field
-from datetime import timedelta
-from pathlib import Path
+from collections.abc import Coroutine
 from typing import Any
 
 import structlog
@@ -62,7 +58,6 @@ from sympozium_schedule.runtime.agent import (
     DEMO_AGENT,
     DOCUMENTED_ENV,
     LLM_AGENT,
-    LOG_LIMIT,
     AgentNotFound,
     Output,
     agent_environment,
@@ -75,50 +70,17 @@ from sympozium_schedule.runtime.agent import (
     task_input,
     timeout_of,
 )
+from sympozium_schedule.runtime.agent_process import Tracked, kill, supervise
 from sympozium_schedule.runtime.clock import Clock, system_clock
 from sympozium_schedule.runtime.events import build_event
 from sympozium_schedule.runtime.informer import Informer, Key, key_of
 from sympozium_schedule.runtime.metrics import Metrics
-from sympozium_schedule.runtime.sandbox import Sandbox
+from sympozium_schedule.runtime.runner_settings import BridgeFactory, RunnerSettings
 
 __all__ = ["ANNOTATION_AGENT", "BUILTIN_AGENTS", "DEMO_AGENT", "DOCUMENTED_ENV", "LLM_AGENT",
-           "BridgeFactory", "LocalRunner", "RunnerSettings", "agent_environment", "outcome",
-           "secret_env", "task_input"]
+           "LocalRunner", "agent_environment", "outcome", "secret_env", "task_input"]
 
 log = structlog.get_logger("runner")
-
-_KILL_GRACE = 3.0
-_DRAIN_GRACE = 5.0
-
-# Runs the IPC bridge of one run until the event is set, then lets it send what is
-# still queued and return.
-BridgeFactory = Callable[[Obj, Path, asyncio.Event], Coroutine[Any, Any, None]]
-
-
-@dataclass(frozen=True, slots=True)
-class RunnerSettings:
-    data_dir: Path
-    # Agents by name; an instance picks one with the sympozium.ai/agent annotation.
-    agents: Mapping[str, tuple[str, ...]] = field(default_factory=lambda: dict(BUILTIN_AGENTS))
-    default_agent: str = "demo"
-    default_timeout: timedelta = timedelta(minutes=10)
-    max_parallel: int = 4
-    # Variables the operator passes to every agent (--agent-env), values resolved.
-    env: Mapping[str, str] = field(default_factory=dict)
-    sandbox: Sandbox | None = None
-    log_limit: int = LOG_LIMIT
-
-
-@dataclass(slots=True)
-class _Tracked:
-    obj: Obj
-    process: asyncio.subprocess.Process | None = None
-    deleted: bool = False  # its AgentRun is gone: no status to write, the folder goes
-    stopping: bool = False  # the runner is shutting down: the run is interrupted
-
-    @property
-    def cancelled(self) -> bool:
-        return self.deleted or self.stopping
 
 
 class LocalRunner:
@@ -140,7 +102,7 @@ class LocalRunner:
         else:
             self.runs = runs
             runs.add_handler(self._on_run, own_writes=True)  # the controller's creates too
-        self._tracked: dict[Key, _Tracked] = {}
+        self._tracked: dict[Key, Tracked] = {}
         self._waiting: deque[Key] = deque()  # runs waiting for a slot, in the order seen
         self._wake = asyncio.Event()
         self._tasks: set[asyncio.Task[None]] = set()
@@ -176,7 +138,7 @@ class LocalRunner:
 
     def _start(self, key: Key, obj: Obj) -> None:
         """Queue a run for the next free slot."""
-        self._tracked[key] = _Tracked(obj)
+        self._tracked[key] = Tracked(obj)
         self._waiting.append(key)
         self._wake.set()
 
@@ -267,7 +229,7 @@ class LocalRunner:
         self.runs.observe(updated)
         return updated
 
-    async def _execute(self, key: Key, tracked: _Tracked) -> None:
+    async def _execute(self, key: Key, tracked: Tracked) -> None:
         ns, name = key
         blog = log.bind(namespace=ns, run=name)
         try:
@@ -299,7 +261,7 @@ class LocalRunner:
         self.runs.observe(updated)
         return updated
 
-    async def _run_agent(self, key: Key, tracked: _Tracked, obj: Obj, blog: Any) -> None:
+    async def _run_agent(self, key: Key, tracked: Tracked, obj: Obj, blog: Any) -> None:
         data = self.settings.data_dir
         ipc = await asyncio.to_thread(prepare_folders, self.settings.data_dir, key, obj)
         started = self.clock()
@@ -336,7 +298,8 @@ class LocalRunner:
             blog.info("run started", agent=agent, timeout=str(timeout))
             if self.bridge is not None:
                 bridge_task = asyncio.create_task(self.bridge(running, ipc, bridge_stop))
-            exit_code, error = await self._supervise(tracked, argv, env, key, timeout, output)
+            exit_code, error = await supervise(tracked, argv, env, paths.run_work(data, *key), timeout,
+                                               output, self._background)
         except AgentNotFound:
             pass
         except OSError as exc:
@@ -371,32 +334,6 @@ class LocalRunner:
         blog.info("run finished", phase=status["phase"], exit_code=exit_code,
                   error=status.get("error"))
 
-    async def _supervise(self, tracked: _Tracked, argv: tuple[str, ...], env: dict[str, str],
-                         key: Key, timeout: timedelta, output: Output) -> tuple[int | None, str]:
-        """Start the agent, copy its output, enforce the time limit. When the agent
-        exits, whatever it left running in its process group is killed too."""
-        data = self.settings.data_dir
-        process = await asyncio.create_subprocess_exec(
-            *argv, env=env, cwd=paths.run_work(data, *key), stdin=asyncio.subprocess.DEVNULL,
-            stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.PIPE, start_new_session=True)
-        tracked.process = process
-        pumps = [asyncio.create_task(output.pump(process.stdout, is_stdout=True)),
-                 asyncio.create_task(output.pump(process.stderr, is_stdout=False))]
-        error = ""
-        try:
-            exit_code: int | None = await asyncio.wait_for(process.wait(), timeout.total_seconds())
-        except TimeoutError:
-            self._kill(tracked)
-            await process.wait()
-            exit_code = process.returncode
-            error = f"timed out after {timeout} (spec.timeout or the runner's --run-timeout)"
-        with contextlib.suppress(ProcessLookupError, PermissionError):
-            os.killpg(process.pid, signal.SIGKILL)
-        _, pending = await asyncio.wait(pumps, timeout=_DRAIN_GRACE)
-        for pump in pending:
-            pump.cancel()
-        return exit_code, error
-
     async def _record_failure(self, run: Obj, error: str) -> None:
         """A failed run is a Warning Event on the AgentRun (describe shows it with the
         schedule's); best effort, as every Event."""
@@ -404,19 +341,5 @@ class LocalRunner:
         with contextlib.suppress(StoreError):
             await self.store.create(build_event(run, note, format_time(self.clock()), self._host))
 
-    def _kill(self, tracked: _Tracked) -> None:
-        process = tracked.process
-        if process is None or process.returncode is not None:
-            return
-        with contextlib.suppress(ProcessLookupError, PermissionError):
-            os.killpg(process.pid, signal.SIGTERM)
-
-        async def finish() -> None:
-            with contextlib.suppress(TimeoutError):
-                await asyncio.wait_for(process.wait(), _KILL_GRACE)
-                return
-            with contextlib.suppress(ProcessLookupError, PermissionError):
-                os.killpg(process.pid, signal.SIGKILL)
-
-        self._background(finish())
-
+    def _kill(self, tracked: Tracked) -> None:
+        kill(tracked, self._background)

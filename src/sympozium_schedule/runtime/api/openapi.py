@@ -1,8 +1,9 @@
 """The OpenAPI 3.1 description of the console's API, served at ``/api/v1/openapi.json``.
 
-Written here by hand next to the handlers (routes.py); tests/console validates the
-document with openapi-spec-validator and checks every response the API tests get
-against it with openapi-core, so the two cannot drift apart silently.
+Written here by hand next to the handlers (routes.py's table and the *_routes.py
+modules); tests/console validates the document with openapi-spec-validator and checks
+every response the API tests get against it with openapi-core, so the two cannot
+drift apart silently.
 """
 
 from __future__ import annotations
