@@ -24,7 +24,7 @@ import structlog
 from sympozium_schedule.adapters.sqlite import SQLiteStore
 from sympozium_schedule.core.requests import Limits
 from sympozium_schedule.runtime.controller import Controller, ControllerSettings
-from sympozium_schedule.runtime.heap import freeze_heap, tune_gc
+from sympozium_schedule.runtime.heap import freeze_heap, pause_gc, tune_gc
 from sympozium_schedule.runtime.metrics import Metrics
 from sympozium_schedule.runtime.paths import store_path
 from sympozium_schedule.runtime.sandbox import Sandbox, SandboxError, landlock_abi
@@ -150,6 +150,7 @@ async def run_embedded(settings: EmbeddedSettings) -> None:
     comes before the bus side, the console and the metrics server, none of which a
     fire on time needs; they start right after."""
     tune_gc()
+    pause_gc()  # until the caches are filled and frozen (freeze_heap, once ready)
     settings.data_dir.mkdir(parents=True, exist_ok=True)
     os.chmod(settings.data_dir, 0o700)  # the store, the bus's credentials: the owner's only
     with exclusive(settings.data_dir):
