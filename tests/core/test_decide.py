@@ -769,6 +769,38 @@ def test_a_run_created_without_its_status_write_is_recorded_not_doubled() -> Non
     assert len(world.runs) == 2
 
 
+@pytest.mark.parametrize("pause", [
+    pytest.param({"suspend": True}, id="suspended"),
+    pytest.param({"suspend": True, "suspendedBy": "ops", "suspendReason": "maintenance"},
+                 id="suspended-with-a-note"),
+])
+def test_a_run_whose_status_write_lost_to_a_suspend_is_recorded_while_suspended(
+        pause: dict[str, Any]) -> None:
+    # A fire creates its run; its status write then loses to a suspend that landed meanwhile
+    # (a conflict), or the process dies. The suspended schedule must still count that run:
+    # on a real API server its status otherwise named the previous run until a resume.
+    world = World.new()
+    fired(world, T0)
+    d = world.decide(T0 + H)
+    assert d.create is not None
+    name = d.create["metadata"]["name"]
+    world.runs[name] = copy.deepcopy(d.create)  # created; the status write did not land
+    world.edit(**pause)
+    d = world.step(T0 + H + timedelta(seconds=1))
+    assert (d.outcome, d.tick, d.create) == (Outcome.RECORDED, T0 + H, None)
+    assert world.status["phase"] == "Suspended"
+    assert world.status["lastRunName"] == name
+    assert world.status["lastScheduleTime"] == format_time(T0 + H)
+    assert world.status["totalRuns"] == 2
+    assert world.step(T0 + 3 * H).outcome is Outcome.SUSPENDED  # recorded once, nothing fired
+    assert world.status["totalRuns"] == 2
+    assert len(world.runs) == 2
+    world.edit(suspend=False)
+    d = world.step(T0 + 3 * H + timedelta(seconds=1))  # resumed: from now on, nothing replayed
+    assert (d.outcome, d.create) == (Outcome.IDLE, None)
+    assert world.status["totalRuns"] == 2
+
+
 def test_recorded_clears_a_previous_skip() -> None:
     world = World.new()
     world.step(T0)

@@ -224,14 +224,22 @@ def test_a_sigkill_and_a_scale_down_hand_shards_over_with_no_tick_doubled_or_los
         space.edit(name, suspend=True)
     end = time.time()
 
+    seen: dict[str, tuple[Any, ...]] = {}
+
     def settled(name: str) -> dict[str, Any] | None:
         runs = space.run_names(name)
         status = space.status(name)
         latest = max(runs, key=lambda r: int(r.rsplit("-", 1)[1]))
+        seen[name] = (status.get("phase"), status.get("lastRunName"), latest, status.get("totalRuns"),
+                      len(runs))
         return status if status.get("phase") == "Suspended" and status.get("lastRunName") == latest else None
 
     for name in names:
-        status = space.wait(lambda n=name: settled(n), f"{name} suspended with its last run recorded")
+        try:
+            status = space.wait(lambda n=name: settled(n), f"{name} suspended with its last run recorded")
+        except AssertionError as exc:
+            raise AssertionError(f"{exc}; last seen (phase, lastRunName, latest run, totalRuns, "
+                                 f"runs): {seen.get(name)}") from None
         runs = space.runs(name)
         seconds = ticks(runs)
         assert len(seconds) == len(set(seconds)), f"{name}: a tick fired twice: {seconds}"

@@ -143,6 +143,29 @@ def _failure_to_pause(b: StatusBuilder, spec: ScheduleSpec, mine: Sequence[RunVi
     return Suspension(PAUSED_BY, f"AgentRun {newest.name} failed: {why}")
 
 
+def _record_unrecorded(b: StatusBuilder, mine: Sequence[RunView],
+                       cursor: datetime | None) -> tuple[datetime | None, list[RunView]]:
+    """Count the runs of ticks after ``cursor`` in the status (see :func:`reconcile`);
+    the cursor moved past them, and those runs, oldest first."""
+    unrecorded = sorted(
+        (r for r in mine if not r.out_of_band and r.scheduled_time is not None
+         and (cursor is None or r.scheduled_time > cursor)),
+        key=_order) if mine else []
+    if unrecorded:
+        newest = unrecorded[-1]
+        assert newest.scheduled_time is not None
+        b.total_runs += len(unrecorded)
+        if b.scheduled_runs is not None:
+            b.scheduled_runs += len(unrecorded)
+        b.last_run_time = newest.scheduled_time
+        b.last_run_name = newest.name
+        cursor = b.last_schedule_time = newest.scheduled_time
+        if TICK_SKIPPED in b.conditions:
+            b.condition(TICK_SKIPPED, "False", "RunCreated",
+                        f"the {format_time(newest.scheduled_time)} tick fired")
+    return cursor, unrecorded
+
+
 def reconcile(
     schedule: ScheduleView,
     runs: Sequence[RunView],
@@ -195,6 +218,17 @@ def reconcile(
 
     st = schedule.status
     edited = st.observed_generation is not None and st.observed_generation != schedule.meta.generation
+    if spec.max_runs is None:
+        b.scheduled_runs = None
+    elif b.scheduled_runs is None:
+        b.scheduled_runs = 0
+    # Runs of ticks after the cursor exist only when a fire was cut short between
+    # creating its run and writing status (a crash, a failed status write, a lost
+    # race with another controller or with an edit): count every one of them, move
+    # the cursor past them, and never create a second run for their ticks. Before
+    # anything else, so that a schedule suspended (or paused) meanwhile counts them too.
+    cursor, unrecorded = _record_unrecorded(b, mine, st.last_schedule_time)
+    recorded = unrecorded[-1].scheduled_time if unrecorded else None
     pause = _failure_to_pause(b, spec, mine, edited)
     if pause is not None:
         b.notes.append(Note("Warning", "PausedOnFailure", f"suspending the schedule: {pause.reason}"))
@@ -210,6 +244,8 @@ def reconcile(
             message = (f"suspended by {spec.suspended_by or 'someone'}: "
                        f"{spec.suspend_reason or 'no reason given'}")
         b.condition(READY, "False", "Suspended", message, note="Normal")
+        if unrecorded:
+            return done(Outcome.RECORDED, delete=prune, tick=recorded)
         return done(Outcome.SUSPENDED, delete=prune)
 
     if instance is None:
@@ -227,31 +263,6 @@ def reconcile(
         return done(Outcome.ERROR, delete=prune)
 
     backfilling = backfill.Backfilling(schedule, spec, table, template, memory, mine, active)
-    if spec.max_runs is None:
-        b.scheduled_runs = None
-    elif b.scheduled_runs is None:
-        b.scheduled_runs = 0
-    cursor = st.last_schedule_time
-    # Runs of ticks after the cursor exist only when a fire was cut short between
-    # creating its run and writing status (a crash, a failed status write, a lost
-    # race with another controller): count every one of them, move the cursor past
-    # them, and never create a second run for their ticks.
-    unrecorded = sorted(
-        (r for r in mine if not r.out_of_band and r.scheduled_time is not None
-         and (cursor is None or r.scheduled_time > cursor)),
-        key=_order) if mine else []
-    if unrecorded:
-        newest = unrecorded[-1]
-        assert newest.scheduled_time is not None
-        b.total_runs += len(unrecorded)
-        if b.scheduled_runs is not None:
-            b.scheduled_runs += len(unrecorded)
-        b.last_run_time = newest.scheduled_time
-        b.last_run_name = newest.name
-        cursor = b.last_schedule_time = newest.scheduled_time
-        if TICK_SKIPPED in b.conditions:
-            b.condition(TICK_SKIPPED, "False", "RunCreated",
-                        f"the {format_time(newest.scheduled_time)} tick fired")
     if edited or was_suspended:
         cursor = max(cursor, now) if cursor else now
         b.last_schedule_time = cursor
@@ -259,7 +270,6 @@ def reconcile(
     b.phase = "Active"
     b.condition(READY, "True", "Scheduled", "the schedule is valid and active",
                 note="Normal" if was_suspended else None)
-    recorded = unrecorded[-1].scheduled_time if unrecorded else None
     if b.max_runs is not None and b.scheduled_runs is not None and b.scheduled_runs >= b.max_runs:
         _complete(b, "MaxRunsReached", f"maxRuns ({b.max_runs}) runs have been created: "
                                        "no further fires")

@@ -340,8 +340,8 @@ class Executor:
             m.skips.labels(decision.skip_reason or "other").inc()
             self._lines.append(("tick skipped", ns, name, decision.skip_reason, decision.tick, 0.0))
         elif decision.outcome is Outcome.RECORDED:
-            log.info("recorded a run created before a restart", namespace=ns, schedule=name,
-                     tick=str(decision.tick))
+            log.info("recorded a run whose status write was cut short (a restart, a conflict)",
+                     namespace=ns, schedule=name, tick=str(decision.tick))
         self.notes(obj, key, decision.notes)
 
     def said(self) -> None:
