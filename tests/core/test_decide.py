@@ -801,6 +801,21 @@ def test_a_run_whose_status_write_lost_to_a_suspend_is_recorded_while_suspended(
     assert world.status["totalRuns"] == 2
 
 
+def test_a_run_whose_status_write_lost_to_a_breaking_edit_is_recorded_with_the_error() -> None:
+    world = World.new()
+    fired(world, T0)
+    d = world.decide(T0 + H)
+    assert d.create is not None
+    name = d.create["metadata"]["name"]
+    world.runs[name] = copy.deepcopy(d.create)  # created; the status write did not land
+    world.edit(schedule="61 * * * *")  # an edit that breaks the expression landed meanwhile
+    d = world.step(T0 + H + timedelta(seconds=1))
+    assert (d.outcome, d.create) == (Outcome.ERROR, None)
+    assert world.status["phase"] == "Error"
+    assert world.status["lastRunName"] == name
+    assert world.status["totalRuns"] == 2
+
+
 def test_recorded_clears_a_previous_skip() -> None:
     world = World.new()
     world.step(T0)

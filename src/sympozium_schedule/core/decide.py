@@ -206,6 +206,7 @@ def reconcile(
     if spec is None:
         assert schedule.spec_error is not None
         _error(b, schedule.spec_error, "fix the field and apply again")
+        _record_unrecorded(b, mine, schedule.status.last_schedule_time)  # an edit broke it meanwhile
         return done(Outcome.ERROR)
     prune = tuple(history_to_prune(spec, mine))
     table = schedule.timetable
@@ -213,6 +214,7 @@ def reconcile(
         timing = table.reason in ("InvalidSchedule", "InvalidTimeZone")
         _error(b, table, "fix the expression and apply again" if timing
                else "fix the field and apply again")
+        _record_unrecorded(b, mine, schedule.status.last_schedule_time)
         return done(Outcome.ERROR, delete=prune)
     assert table is not None, "ScheduleView.of compiles the timetable of a valid spec"
 
