@@ -769,6 +769,17 @@ def test_a_run_created_without_its_status_write_is_recorded_not_doubled() -> Non
     assert len(world.runs) == 2
 
 
+def _run_created_status_not_written() -> tuple[World, str]:
+    """A world whose T0 + H fire created its run and then lost its status write."""
+    world = World.new()
+    fired(world, T0)
+    d = world.decide(T0 + H)
+    assert d.create is not None
+    name = d.create["metadata"]["name"]
+    world.runs[name] = copy.deepcopy(d.create)
+    return world, name
+
+
 @pytest.mark.parametrize("pause", [
     pytest.param({"suspend": True}, id="suspended"),
     pytest.param({"suspend": True, "suspendedBy": "ops", "suspendReason": "maintenance"},
@@ -779,12 +790,7 @@ def test_a_run_whose_status_write_lost_to_a_suspend_is_recorded_while_suspended(
     # A fire creates its run; its status write then loses to a suspend that landed meanwhile
     # (a conflict), or the process dies. The suspended schedule must still count that run:
     # on a real API server its status otherwise named the previous run until a resume.
-    world = World.new()
-    fired(world, T0)
-    d = world.decide(T0 + H)
-    assert d.create is not None
-    name = d.create["metadata"]["name"]
-    world.runs[name] = copy.deepcopy(d.create)  # created; the status write did not land
+    world, name = _run_created_status_not_written()
     world.edit(**pause)
     d = world.step(T0 + H + timedelta(seconds=1))
     assert (d.outcome, d.tick, d.create) == (Outcome.RECORDED, T0 + H, None)
@@ -802,12 +808,7 @@ def test_a_run_whose_status_write_lost_to_a_suspend_is_recorded_while_suspended(
 
 
 def test_a_run_whose_status_write_lost_to_a_breaking_edit_is_recorded_with_the_error() -> None:
-    world = World.new()
-    fired(world, T0)
-    d = world.decide(T0 + H)
-    assert d.create is not None
-    name = d.create["metadata"]["name"]
-    world.runs[name] = copy.deepcopy(d.create)  # created; the status write did not land
+    world, name = _run_created_status_not_written()
     world.edit(schedule="61 * * * *")  # an edit that breaks the expression landed meanwhile
     d = world.step(T0 + H + timedelta(seconds=1))
     assert (d.outcome, d.create) == (Outcome.ERROR, None)
