@@ -42,6 +42,7 @@ from sympozium_schedule.core.requests import (
 from sympozium_schedule.ports.bus import (
     LEGACY_SUBJECT,
     REQUEST_SUBJECTS,
+    RESULT_STREAM,
     ROUTER_DURABLE,
     Broker,
     BusConnection,
@@ -212,7 +213,8 @@ class Router:
                     except StoreError as exc:
                         return Disposition.NAK, 2.0 if exc.temporary else 0.0
                 try:
-                    payload = await self._record(request, delivery, early)
+                    payload = await self._record(request, delivery, early,
+                                                 own_subject=envelope.scoped)
                 except BusUnavailable as exc:
                     return self._bus_trouble(exc)
                 except StoreError as exc:
@@ -288,16 +290,28 @@ class Router:
         return found[0]
 
     async def _record(self, request: Request, delivery: Delivery,
-                      early: asyncio.Future[bytes | None] | None = None) -> bytes:
+                      early: asyncio.Future[bytes | None] | None = None, *,
+                      own_subject: bool = False) -> bytes:
         """The answer: the one recorded for this request, or the outcome of applying
         it now, recorded before it is said. ``early``: the record as read before the
         turn came; what this router recorded since then (another delivery of the same
-        request, a copy published again) is in ``_since``."""
+        request, a copy published again) is in ``_since``. ``own_subject``: the answer
+        subject is this request's alone (a scoped request), so an answer found there is
+        its answer."""
         assert self._kv is not None
         key = request.dedupe_key
         payload = await early if early is not None else await self._kv.get(key)
         if payload is None:
             payload = self._since.get(key)
+        if payload is None and own_subject and delivery.delivered > 1:
+            # Delivered before, yet no record: a server killed right after acknowledging
+            # the record may have lost it with its last unflushed writes, while the answer
+            # published after it survived. That answer (its subject is this request's
+            # own) is the record: say it again rather than apply the request twice.
+            assert self._bus is not None
+            payload = await self._bus.direct_get(RESULT_STREAM, request.answer_subject)
+            if payload is not None:
+                await self._kv.put(key, payload)
         if payload is not None:
             return payload  # answered before: say it again, word for word, apply nothing
         result = await self._apply(request, delivery)
