@@ -15,6 +15,8 @@ import pytest
 
 from sympozium_schedule.agents.schedule_task import result_path
 from sympozium_schedule.core.requests import Limits
+from sympozium_schedule.ports.bus import DEDUPE_BUCKET, RESULT_STREAM, Delivery, Disposition, envelope
+from sympozium_schedule.runtime.router.messages import digest
 from tests.selfsched.conftest import Agent, System, eventually
 
 pytestmark = pytest.mark.asyncio(loop_scope="module")
@@ -174,3 +176,37 @@ async def test_requests_written_while_no_bridge_runs_are_sent_when_one_starts(
     answers = [await bridge.answer(r) for r in requests]
     assert [a["status"] for a in answers] == ["accepted"] * 3
     assert await system.schedule_names() == stored_names(bodies)
+
+
+async def test_a_record_the_server_lost_is_recovered_from_the_answer_it_kept(
+        system: System, alice: Agent) -> None:
+    """A nats-server killed right after acknowledging the router's record of a request can
+    lose it with its unflushed writes while keeping the answer published after it (seen
+    in CI: the agent got a second answer, "nothing changed"). On the real server: the
+    record deleted, the request delivered again; the answer stays the first one, word
+    for word, and nothing is applied again."""
+    body = {"name": "kept", "action": "create", "schedule": "@hourly", "task": "t"}
+    metadata = alice.metadata("schedule-1.json", "req-kept")
+    assert await system.publish_request(alice, body, request_file="schedule-1.json",
+                                        request_id="req-kept")
+    await alice.answer(alice.folder / "schedule-1.json")
+    await system.drained()
+    bus = await system.bus()
+    subject = alice.subjects.answer("req-kept")
+    first = await bus.direct_get(RESULT_STREAM, subject)
+    assert first is not None
+    assert b"created schedule" in first, first
+    revision = system.store.revision()
+    kv = await bus.js.key_value(DEDUPE_BUCKET)
+    key = digest(f"default/{alice.instance}/{alice.run}/req-kept")
+    await kv.delete(key)
+
+    assert system.router is not None
+    verdict = await system.router.handle(Delivery(
+        data=envelope(body, metadata), headers={}, subject=alice.subjects.request, delivered=2,
+        stream_seq=1))
+
+    assert verdict == (Disposition.ACK, 0.0)
+    assert await bus.direct_get(RESULT_STREAM, subject) == first, "answered word for word"
+    assert system.store.revision() == revision, "applied again"
+    assert (await kv.get(key)).value == first, "recorded again"
