@@ -32,4 +32,3 @@ def freeze_heap() -> None:
     gc.collect()
     gc.freeze()
     gc.enable()
-
